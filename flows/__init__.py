@@ -1,0 +1,1 @@
+"""memberlink's Prefect flow and command-line interface: orchestration only."""

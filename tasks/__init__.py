@@ -1,0 +1,1 @@
+"""memberlink's pipeline stages: one module per stage, pure functions on polars frames."""

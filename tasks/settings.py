@@ -1,0 +1,58 @@
+"""Tunable settings of the matching, linkage and reconciliation stages.
+
+Each stage owns its settings class; `sources.toml` sets them under
+`[matching]`, `[linkage]` and `[reconcile]`, and the defaults are what a brand
+should start from. Unknown keys are rejected, like everywhere in the config.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MatchSettings(_Strict):
+    """Deterministic matching and its guards."""
+
+    rules: tuple[str, ...] = Field(
+        ("phone", "unionid", "email", "id_card"),
+        description="Identifiers that link records deterministically, strongest first.",
+    )
+    hub_max_people: int = Field(
+        4,
+        ge=1,
+        description="A value shared by more distinct people than this is a hub (store phone, "
+        "test number) and links nobody.",
+    )
+    blocked_values: tuple[str, ...] = Field(
+        ("13800138000", "13888888888", "13900139000", "18888888888", "13333333333"),
+        description="Normalized values that never link anyone (well-known test numbers).",
+    )
+
+
+class LinkSettings(_Strict):
+    """Probabilistic (Fellegi-Sunter) linkage of what deterministic matching left."""
+
+    enabled: bool = True
+    match_threshold: float = Field(
+        0.95, gt=0, lt=1, description="Match probability at or above which a pair is linked."
+    )
+    review_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Pairs between this and match_threshold go to review_queue."
+    )
+    decisions: str | None = Field(
+        None,
+        description="CSV of reviewer decisions (left/right channel and member_id, decision "
+        "accept|reject), honoured on the next run; relative to the config file.",
+    )
+
+
+class ReconcileSettings(_Strict):
+    """Points reconciliation."""
+
+    balance_tolerance: int = Field(
+        0, ge=0, description="Absolute difference below or at which balances agree."
+    )
