@@ -17,8 +17,9 @@ def component_labels(n_records: int, edges: pl.DataFrame) -> np.ndarray:
     """Label each record 0..n-1 with its component; `edges` has `left`, `right` record_idx."""
     if n_records == 0:
         return np.zeros(0, dtype=np.int64)
-    left = edges["left"].to_numpy().astype(np.int64, copy=False) if edges.height else np.zeros(0, np.int64)
-    right = edges["right"].to_numpy().astype(np.int64, copy=False) if edges.height else np.zeros(0, np.int64)
-    adjacency = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n_records, n_records))
+    left = edges["left"].cast(pl.Int64).to_numpy()
+    right = edges["right"].cast(pl.Int64).to_numpy()
+    weights = np.ones(len(left), dtype=np.int8)
+    adjacency = coo_matrix((weights, (left, right)), shape=(n_records, n_records))
     _, labels = connected_components(adjacency, directed=False)
     return labels.astype(np.int64)

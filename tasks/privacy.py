@@ -26,8 +26,9 @@ def sha256_hex(values: pl.Series) -> pl.Series:
     polars has no cryptographic hash; DuckDB's vectorized `sha256` reads the
     column through Arrow without a per-row Python call.
     """
-    frame = pl.DataFrame({"v": values.cast(pl.Utf8)})
-    hashed = duckdb.sql("select sha256(v) as h from frame").pl()["h"]
+    with duckdb.connect() as con:  # one connection per call: stages hash from several threads
+        con.register("input", pl.DataFrame({"v": values.cast(pl.Utf8)}))
+        hashed = con.sql("select sha256(v) as h from input").pl()["h"]
     return hashed.alias(values.name)
 
 

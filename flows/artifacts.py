@@ -1,0 +1,105 @@
+"""Prefect artifacts: what a person reviews on the Artifacts page each morning.
+
+Keys are stable so that every run adds a version to the same artifact and the
+page shows its history. Nothing here carries raw PII: the tables arrive masked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from tasks.report import ReportPaths
+
+SUMMARY_KEY = "memberlink-run-summary"
+DATA_QUALITY_KEY = "memberlink-data-quality"
+DISCREPANCIES_KEY = "memberlink-top-discrepancies"
+REPORT_KEY = "memberlink-report"
+DATA_DOCS_KEY = "memberlink-data-docs"
+TOP_DISCREPANCIES = 25
+
+
+def publish_run_artifacts(
+    tables: dict[str, pl.DataFrame], run: dict, report: ReportPaths, out_dir: Path
+) -> None:
+    create_markdown_artifact(
+        report.markdown.read_text(encoding="utf-8"),
+        key=SUMMARY_KEY,
+        description=f"memberlink run summary, as of {run['as_of']}",
+    )
+    create_markdown_artifact(
+        data_quality_markdown(tables["data_quality"], tables["quarantine"], run),
+        key=DATA_QUALITY_KEY,
+        description=f"Validation results per channel, as of {run['as_of']}",
+    )
+    create_table_artifact(
+        top_discrepancies(tables["points_discrepancies"]).to_dicts(),
+        key=DISCREPANCIES_KEY,
+        description=f"The {TOP_DISCREPANCIES} largest points discrepancies, as of {run['as_of']}",
+    )
+    create_link_artifact(
+        report.html.resolve().as_uri(), link_text="memberlink report (HTML)", key=REPORT_KEY,
+        description="Self-contained HTML report of this run; opens offline.",
+    )
+    docs_index = out_dir / "data-docs" / "index.html"
+    if docs_index.exists():
+        create_link_artifact(
+            docs_index.resolve().as_uri(), link_text="Great Expectations Data Docs",
+            key=DATA_DOCS_KEY, description="Validation results per channel and dataset.",
+        )
+
+
+def publish_failure(run: dict, error: BaseException) -> None:
+    """A failed run still updates the data-quality feed, saying what broke and how to fix it."""
+    create_markdown_artifact(
+        f"# memberlink run failed\n\n"
+        f"- run: `{run['run_id']}`\n- as of: {run.get('as_of', '?')}\n\n"
+        f"**{type(error).__name__}**: {error}\n\n"
+        "Nothing was published: the warehouse is as it was before this run.\n",
+        key=DATA_QUALITY_KEY,
+        description="memberlink run failed",
+    )
+
+
+def top_discrepancies(discrepancies: pl.DataFrame) -> pl.DataFrame:
+    if discrepancies.is_empty():
+        return pl.DataFrame({"kind": ["none"], "detail": ["no discrepancies found"]})
+    return (
+        discrepancies.sort(pl.col("amount").abs(), descending=True, nulls_last=True)
+        .head(TOP_DISCREPANCIES)
+        .select("kind", "channel", "member_id", "unified_id", "amount", "detail")
+    )
+
+
+def data_quality_markdown(quality: pl.DataFrame, quarantine: pl.DataFrame, run: dict) -> str:
+    """One section per channel: counts, failed expectations, sample reasons (masked)."""
+    lines = [f"# Data quality, as of {run['as_of']}", "", f"run `{run['run_id']}`", ""]
+    if quality.is_empty():
+        return "\n".join([*lines, "No datasets were validated."])
+    failed = quality.filter(~pl.col("success")) if "success" in quality.columns else quality
+    for channel in quality["channel"].unique().sort():
+        lines += [f"## {channel}", "", "| dataset | expectation | severity | rows | share |",
+                  "| --- | --- | --- | ---: | ---: |"]
+        rows = failed.filter(pl.col("channel") == channel)
+        for row in rows.iter_rows(named=True):
+            lines.append(
+                f"| {row['dataset']} | {row['expectation']} | {row['severity']} | "
+                f"{row['unexpected_count']:,} | {row['unexpected_percent']:.2f}% |"
+            )
+        if rows.is_empty():
+            lines.append("| all | every expectation passed | | 0 | 0% |")
+        reasons = (
+            quarantine.filter(pl.col("channel") == channel)
+            .group_by("dataset", "reasons").len().sort("len", descending=True).head(5)
+        )
+        if not reasons.is_empty():
+            lines += ["", "Quarantined rows, most common reasons:", ""]
+            lines += [f"- {r['dataset']}: {r['reasons']} ({r['len']:,})"
+                      for r in reasons.iter_rows(named=True)]
+        lines.append("")
+    return "\n".join(lines)
