@@ -14,6 +14,7 @@ from prefect.artifacts import (
     create_markdown_artifact,
     create_table_artifact,
 )
+from prefect.events import emit_event
 from tasks.report import ReportPaths
 
 SUMMARY_KEY = "memberlink-run-summary"
@@ -64,6 +65,38 @@ def publish_failure(run: dict, error: BaseException) -> None:
         key=DATA_QUALITY_KEY,
         description="memberlink run failed",
     )
+
+
+def alert_quarantine_share(
+    data_quality_counts: pl.DataFrame, quarantine: pl.DataFrame, threshold: float, run: dict
+) -> list[str]:
+    """Emit `memberlink.quarantine.threshold-exceeded` per channel and dataset above threshold.
+
+    `data_quality_counts` has channel, dataset, rows_read, rows_quarantined. The event
+    drives automations/quarantine-share.yaml; the reason in it is already masked.
+    """
+    alerts = data_quality_counts.filter(
+        pl.col("rows_read") > 0, pl.col("rows_quarantined") / pl.col("rows_read") > threshold
+    )
+    for row in alerts.iter_rows(named=True):
+        top = (
+            quarantine.filter(pl.col("channel") == row["channel"],
+                              pl.col("dataset") == row["dataset"])
+            .group_by("reasons").len().sort("len", descending=True)["reasons"].head(1).to_list()
+        )
+        emit_event(
+            event="memberlink.quarantine.threshold-exceeded",
+            resource={"prefect.resource.id": f"memberlink.channel.{row['channel']}",
+                      "prefect.resource.name": row["channel"]},
+            payload={
+                **row,
+                "run_id": run["run_id"],
+                "share_percent": round(100 * row["rows_quarantined"] / row["rows_read"], 2),
+                "threshold_percent": round(100 * threshold, 2),
+                "top_reason": top[0] if top else "",
+            },
+        )
+    return [f"{r['channel']}/{r['dataset']}" for r in alerts.iter_rows(named=True)]
 
 
 def top_discrepancies(discrepancies: pl.DataFrame) -> pl.DataFrame:

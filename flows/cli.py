@@ -137,16 +137,24 @@ def _quiet_prefect_console() -> None:
 def _print_summary(summary: dict) -> None:
     counts = json.loads(summary["counts"])
     table = Table(title=f"memberlink run {summary['run_id']} · as of {summary['as_of']}")
-    for column in ("channel", "members read", "linked", "quarantined"):
-        table.add_column(column, justify="left" if column == "channel" else "right")
-    for channel, row in counts["channels"].items():
-        table.add_row(channel, f"{row['members_read']:,}", f"{row['linked']:,}",
-                      f"{row['quarantined']:,}")
+    table.add_column("channel")
+    for dataset in ("members", "points", "balances"):
+        table.add_column(f"{dataset}\nread", justify="right")
+        table.add_column("quarantined", justify="right")
+    for channel, datasets in counts["channels"].items():
+        cells = []
+        for dataset in ("members", "points", "balances"):
+            row = datasets.get(dataset)
+            read, quarantined = (row["rows_read"], row["rows_quarantined"]) if row else ("-", "-")
+            cells += [f"{read:,}" if row else read, f"{quarantined:,}" if row else quarantined]
+        table.add_row(channel, *cells)
     console.print(table)
-    rules = ", ".join(f"{rule} {n:,}" for rule, n in sorted(counts["match_rules"].items()))
-    console.print(f"unified members: [bold]{counts['unified_members']:,}[/]  ({rules})")
+    rules = ", ".join(f"{rule} {n:,}" for rule, n in counts["match_rules"].items())
+    console.print(f"unified members: [bold]{counts['unified_members']:,}[/]"
+                  f"  (records by rule: {rules})")
     console.print(f"points discrepancies: {counts['points_discrepancies']:,}   "
-                  f"quarantined rows: {counts['quarantine']:,}")
+                  f"review queue: {counts['review_queue']:,}   "
+                  f"hub values: {counts['hub_values']:,}")
     console.print(f"warehouse: {summary['warehouse']}\nreport:    {summary['report']}")
 
 

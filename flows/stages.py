@@ -87,13 +87,25 @@ def stack_valid(ingested: list[ChannelDataset], dataset: Dataset) -> pl.DataFram
 def stack_quality(ingested: list[ChannelDataset]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The quarantine and data-quality rows of every channel and dataset."""
     present = [item.validated for item in ingested if item.validated]
-    quarantine = pl.concat(
-        [v.quarantine for v in present], how="diagonal_relaxed"
-    ) if present else empty_frame(QUARANTINE_SCHEMA)
-    quality = pl.concat([v.summary for v in present], how="diagonal_relaxed") if present else (
-        pl.DataFrame()
-    )
+    if not present:
+        return empty_frame(QUARANTINE_SCHEMA), pl.DataFrame()
+    quarantine = pl.concat([v.quarantine for v in present], how="diagonal_relaxed")
+    quality = pl.concat([v.summary for v in present], how="diagonal_relaxed")
     return quarantine, quality
+
+
+def ingest_counts(ingested: list[ChannelDataset]) -> pl.DataFrame:
+    """Rows read, valid and quarantined per channel and dataset: the quarantine invariant."""
+    return pl.DataFrame(
+        [
+            {"channel": item.channel, "dataset": item.dataset,
+             "rows_read": item.validated.rows_read, "rows_valid": item.validated.rows_valid,
+             "rows_quarantined": item.validated.rows_quarantined}
+            for item in ingested if item.validated
+        ],
+        schema={"channel": pl.Utf8, "dataset": pl.Utf8, "rows_read": pl.Int64,
+                "rows_valid": pl.Int64, "rows_quarantined": pl.Int64},
+    )
 
 
 @stage_task

@@ -81,6 +81,8 @@ def _unify(
     ingested = [future.result() for future in futures]
     members = stages.stack_valid(ingested, "members")
     quarantine, data_quality = stages.stack_quality(ingested)
+    counts = stages.ingest_counts(ingested)
+    artifacts.alert_quarantine_share(counts, quarantine, cfg.run.quarantine_alert_share, run)
 
     deterministic = stages.match_deterministic(members, cfg)
     decisions = stages.load_review_decisions(cfg, store)
@@ -104,6 +106,7 @@ def _unify(
         "points_discrepancies": ledger.points_discrepancies,
         "quarantine": quarantine,
         "data_quality": data_quality,
+        "ingest_counts": counts,
     }
 
 
@@ -123,23 +126,17 @@ def _start_run(config: str) -> dict:
 
 
 def _counts(tables: dict[str, pl.DataFrame]) -> dict[str, object]:
-    """Row counts per table and per channel, for the runs table and the summary."""
+    """Row counts per table, per channel and dataset, and per match rule, for `runs`."""
     counts: dict[str, object] = {name: frame.height for name, frame in tables.items()}
-    xref, quarantine = tables["member_xref"], tables["quarantine"]
-    members_quarantined = quarantine.filter(pl.col("dataset") == "members")
-    per_channel = (
-        xref.group_by("channel").len("linked")
-        .join(members_quarantined.group_by("channel").len("quarantined"), on="channel", how="full",
-              coalesce=True)
-        .fill_null(0)
-        .sort("channel")
-    )
     counts["channels"] = {
-        row["channel"]: {"members_read": row["linked"] + row["quarantined"], **row}
-        for row in per_channel.iter_rows(named=True)
+        channel: {row["dataset"]: {k: row[k] for k in ("rows_read", "rows_valid",
+                                                          "rows_quarantined")}
+                  for row in rows.iter_rows(named=True)}
+        for (channel,), rows in tables["ingest_counts"].group_by("channel", maintain_order=True)
     }
-    counts["match_rules"] = dict(xref.group_by("match_rule").len().iter_rows())
-    counts["unified_members_distinct"] = xref["unified_id"].n_unique()
+    xref = tables["member_xref"]
+    counts["match_rules"] = dict(xref.group_by("match_rule").len().sort("match_rule").iter_rows())
+    counts["unified_members"] = tables["unified_members"].height
     return counts
 
 
