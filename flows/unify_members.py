@@ -56,7 +56,7 @@ def unify_members(
     run.update(as_of=as_of or cfg.run.as_of or date.today(), warehouse=store.display_url)
     out_dir = cfg.output_dir / run["run_id"]
     try:
-        tables = _unify(cfg, store, run, out_dir, full_refresh, raw_pii)
+        tables = _unify(cfg, store, run, out_dir, full_refresh, raw_pii or cfg.run.raw_pii)
         run.update(status="completed", finished_at=_now(), counts=json.dumps(_counts(tables)))
         stages.publish(store, tables, run)
         report = stages.build_report(tables, run, out_dir)

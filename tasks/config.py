@@ -191,6 +191,14 @@ class RunConfig(_Strict):
     def channels(self) -> tuple[str, ...]:
         return tuple(source.channel for source in self.sources)
 
+    @property
+    def output_dir(self) -> Path:
+        """Where reports and Data Docs go: [run].report_dir, else beside the config."""
+        if self.run.report_dir:
+            return self.run.report_dir
+        base = self.config_path.parent if self.config_path else Path.cwd()
+        return base / "memberlink-out"
+
     def source(self, channel: str) -> SourceConfig:
         return self.select_channels([channel]).sources[0]
 
