@@ -154,7 +154,8 @@ def _secret_block_value(name: str) -> str:
     try:
         from prefect.blocks.system import Secret
 
-        value = Secret.load(name).get()
+        # _sync: called from an async flow, load() would otherwise return a coroutine.
+        value = Secret.load(name, _sync=True).get()
     except Exception as exc:
         raise WarehouseError(
             f"cannot read the warehouse URL from Prefect Secret block {name!r} "

@@ -413,7 +413,7 @@ def test_secret_url_is_read_from_a_prefect_secret_block(
 
     loaded = []
 
-    def load(name: str) -> Secret:
+    def load(name: str, **options: object) -> Secret:
         loaded.append(name)
         return Secret(value=url)
 
