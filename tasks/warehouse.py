@@ -447,13 +447,18 @@ class Warehouse(ABC):
     ) -> None:
         _check_table_name(table)
         mode = write_mode(table)
+        if mode == "partitioned" and as_of is None and AS_OF not in frame.columns:
+            raise WarehouseError(
+                f"table {table!r} is partitioned by as_of but the run has none: pass "
+                "run['as_of'] (the reconciliation date) to publish"
+            )
         frame = stamp(frame, mode, run_id, as_of)
         try:
             types = self._ensure_columns(session, table, frame)
             frame = conform(frame, types)
             self._clear(session, table, frame, mode, run_id, as_of)
             if frame.height:
-                session.insert(table, frame.select(frame.columns))
+                session.insert(table, frame)
         except MemberlinkError:
             raise
         except pl.exceptions.PolarsError as exc:

@@ -206,6 +206,13 @@ def test_partitioned_table_rewrites_only_its_as_of(url: str) -> None:
     ]
 
 
+def test_partitioned_table_needs_an_as_of(url: str) -> None:
+    warehouse = open_warehouse(url)
+    with pytest.raises(WarehouseError, match="as_of"):
+        warehouse.publish({"points_balances": balances(["a"], 10)}, {"run_id": "r1"})
+    assert warehouse.read_table("runs") is None
+
+
 def test_appended_table_keeps_every_run_and_a_retry_does_not_duplicate(url: str) -> None:
     warehouse = open_warehouse(url)
     changes = pl.DataFrame({"unified_id": ["U0000000001"], "change": ["created"]})
