@@ -126,9 +126,11 @@ def members(n_records: int, seed: int) -> pl.DataFrame:
 
 
 def timed(label: str, fn, *args):
-    start = time.perf_counter()
+    """Run fn, print wall and CPU seconds: on a shared machine CPU time is the steadier figure."""
+    wall, cpu = time.perf_counter(), time.process_time()
     result = fn(*args)
-    print(f"{label:<36} {time.perf_counter() - start:8.2f} s")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"{label:<42} wall {wall:7.2f} s   cpu {cpu:7.2f} s")
     return result
 
 
@@ -141,12 +143,15 @@ def main() -> None:
 
     frame = timed("generate members", members, args.records, args.seed)
     print(f"records {frame.height:,}; polars threads {pl.thread_pool_size()}")
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     links = timed("deterministic_links", deterministic_links, frame, MatchSettings())
     first = timed(
         "assign_unified_ids (first run)", assign_unified_ids, frame, links.edges, None, "r1"
     )
-    print(f"{'deterministic_links + assign_unified_ids':<36} {time.perf_counter() - start:8.2f} s")
+    print(
+        f"{'deterministic_links + assign_unified_ids':<42} wall {time.perf_counter() - wall:7.2f} s"
+        f"   cpu {time.process_time() - cpu:7.2f} s   load {os.getloadavg()[0]:.1f}"
+    )
     again = timed(
         "assign_unified_ids (re-run)",
         assign_unified_ids,
