@@ -233,27 +233,27 @@ _HOMOPHONE_TYPOS = dict(
     )
 )
 # City, 6-digit region code (id cards), English spelling (WeChat profiles), weight.
-_CITIES: tuple[tuple[str, int, str, float], ...] = (
-    ("北京", 110105, "Beijing", 8),
-    ("上海", 310115, "Shanghai", 8),
-    ("广州", 440106, "Guangzhou", 6),
-    ("深圳", 440305, "Shenzhen", 6),
-    ("杭州", 330106, "Hangzhou", 5),
-    ("成都", 510107, "Chengdu", 5),
-    ("武汉", 420106, "Wuhan", 4),
-    ("南京", 320106, "Nanjing", 4),
-    ("重庆", 500103, "Chongqing", 5),
-    ("西安", 610113, "Xi'an", 4),
-    ("天津", 120104, "Tianjin", 4),
-    ("苏州", 320506, "Suzhou", 3),
-    ("郑州", 410105, "Zhengzhou", 3),
-    ("长沙", 430104, "Changsha", 3),
-    ("青岛", 370212, "Qingdao", 3),
-    ("沈阳", 210103, "Shenyang", 2),
-    ("宁波", 330212, "Ningbo", 2),
-    ("合肥", 340104, "Hefei", 2),
-    ("厦门", 350206, "Xiamen", 2),
-    ("佛山", 440604, "Foshan", 2),
+# City, English spelling (WeChat profiles), weight, and the 6-digit region codes of
+# id cards issued there: one valid for people born before 1983, one from 1983 on
+# (codes were redrawn in 1983; python-stdnum checks the code existed at birth).
+_CITIES: tuple[tuple[str, str, int, int, float], ...] = (
+    ("北京", "Beijing", 110102, 110102, 8),
+    ("上海", "Shanghai", 310104, 310104, 8),
+    ("广州", "Guangzhou", 440120, 440103, 6),
+    ("深圳", "Shenzhen", 440320, 440301, 6),
+    ("杭州", "Hangzhou", 330120, 330102, 5),
+    ("成都", "Chengdu", 510120, 510112, 5),
+    ("武汉", "Wuhan", 420120, 420102, 4),
+    ("南京", "Nanjing", 320120, 320102, 4),
+    ("西安", "Xi'an", 610120, 610102, 4),
+    ("天津", "Tianjin", 120102, 120102, 4),
+    ("郑州", "Zhengzhou", 410120, 410102, 3),
+    ("长沙", "Changsha", 430121, 430121, 3),
+    ("青岛", "Qingdao", 370220, 370202, 3),
+    ("沈阳", "Shenyang", 210120, 210102, 2),
+    ("宁波", "Ningbo", 330220, 330203, 2),
+    ("合肥", "Hefei", 340120, 340121, 2),
+    ("厦门", "Xiamen", 350220, 350203, 2),
 )
 _DISTRICTS = ("城区", "新区", "高新区", "开发区", "东城区", "西城区", "南区", "北区")
 _ROADS = (
@@ -494,7 +494,7 @@ def generate_demo(
     persons, families = _share_family_phones(rng, persons)
     records = _channel_records(rng, persons, horizon)
     records, phenomena = _inject_identity_phenomena(rng, records, persons, phones)
-    phenomena = [families_phenomena(records, families), *phenomena]
+    phenomena = [_family_phenomena(records, families), *phenomena]
 
     members, bad_member_rows = _render_members(rng, records)
     ledgers = _ledgers(rng, members, horizon)
@@ -617,7 +617,12 @@ def _draw_persons(
     # Id cards carry the birthplace: mostly the city of residence, migrants elsewhere.
     born_elsewhere = rng.random(n) < 0.2
     birthplace = np.where(born_elsewhere, rng.choice(len(_CITIES), n), city_idx)
-    region = np.array([c[1] for c in _CITIES], dtype=np.int64)[birthplace]
+    born_before_1983 = birth < np.datetime64("1983-01-01")
+    region = np.where(
+        born_before_1983,
+        np.array([c[2] for c in _CITIES])[birthplace],
+        np.array([c[3] for c in _CITIES])[birthplace],
+    ).astype(np.int64)
     id_card = _id_cards(rng, region, birth, ~female)
     person = np.arange(n, dtype=np.int64)
     qq = rng.random(n) < 0.35
@@ -876,7 +881,7 @@ def _phenomenon(name: str, rows: np.ndarray, detail: pl.Series | str) -> pl.Data
     )
 
 
-def families_phenomena(records: pl.DataFrame, families: pl.DataFrame) -> pl.DataFrame:
+def _family_phenomena(records: pl.DataFrame, families: pl.DataFrame) -> pl.DataFrame:
     """Every record that shows a family's shared mobile (or its hash)."""
     shared = records.join(families, on="person").filter(pl.col("phone").is_not_null())
     return shared.select(
@@ -1046,9 +1051,9 @@ def _inject_identity_phenomena(
         "invalid_id_card",
     )
     ids = records["id_card"].to_numpy()[id_rows].astype(str)
-    right = np.strings.slice(ids, 17, 18) if len(ids) else ids
-    wrong = _ID_CHECK[(np.searchsorted(np.sort(_ID_CHECK), right) + 1) % 11] if len(ids) else ids
-    wrong = np.where(wrong == right, "0", wrong)
+    right = np.strings.slice(ids, 17, 18)
+    position = (right[:, None] == _ID_CHECK[None, :]).argmax(axis=1)
+    wrong = _ID_CHECK[(position + rng.integers(1, 11, len(ids))) % 11]  # never the right one
     records = _assign(
         records,
         id_rows,
@@ -1201,7 +1206,7 @@ def _shown_text(rng: np.random.Generator, channel: str, frame: pl.DataFrame) -> 
             if channel == "pos"
             else pl.col("city") + "市"
             if channel == "tmall"
-            else pl.col("city").replace_strict({c[0]: c[2] for c in _CITIES}, default=None)
+            else pl.col("city").replace_strict({c[0]: c[1] for c in _CITIES}, default=None)
             if channel == "wechat"
             else pl.col("city")
         ),
@@ -1472,7 +1477,7 @@ def _inject_double_credit(
     )
     pairs = (
         pairs.with_columns(u=pl.Series(rng.random(pairs.height)))
-        .sort("u")
+        .sort("u", "person", "from_channel", "m", "to_channel", "to_m")
         .unique("person", keep="first", maintain_order=True)
         .head(_count("double_credit", multi, FAULT_RATES))
     )
@@ -1525,7 +1530,7 @@ def _inject_account_faults(
     # so exactly that expiry is missing whichever way a reconciler allocates redemptions.
     last_expire = (
         ledger.filter(pl.col("txn_type") == "expire")
-        .sort("m", "t")
+        .sort("m", "t", "row")
         .group_by("m", maintain_order=True)
         .last()
     )

@@ -161,6 +161,30 @@ def test_sources_toml_loads_with_the_pipeline_config(demo: DemoManifest) -> None
 # --- identity truth ------------------------------------------------------------------------
 
 
+def test_id_cards_and_hashes_are_what_they_claim(demo: DemoManifest) -> None:
+    from stdnum.cn import ric
+
+    members = read_dataset(demo, "pos", "members").with_row_index("source_row")
+    invalid = truth(demo, "phenomena").filter(pl.col("phenomenon") == "invalid_id_card")
+    cards = members.drop_nulls("id_card").with_columns(
+        injected=pl.col("source_row").is_in(invalid["source_row"].implode())
+    )
+    valid = [ric.is_valid(card) for card in cards["id_card"].to_list()]  # region, date, check
+    assert valid == (~cards["injected"]).to_list()
+    assert cards["id_card"].str.ends_with("x").any()  # lower-case check character
+    evidence = truth(demo, "evidence")
+    hashed = evidence.filter(pl.col("channel") == "tmall").drop_nulls("phone_sha256").head(50)
+    phones = evidence.filter(pl.col("channel") == "app").drop_nulls("phone")
+    import hashlib
+
+    digests = {hashlib.sha256(p.encode()).hexdigest(): p for p in phones["phone"].to_list()}
+    shared = hashed.filter(pl.col("phone_sha256").is_in(list(digests)))
+    assert set(read_dataset(demo, "tmall", "members")["phone_sha256"].drop_nulls()) >= set(
+        shared["phone_sha256"]
+    )
+    assert all(len(digests[h]) == 11 for h in shared["phone_sha256"].to_list())
+
+
 def test_truth_covers_every_member_row(demo: DemoManifest) -> None:
     persons = truth(demo, "persons")
     for channel in CHANNELS:
