@@ -65,8 +65,8 @@ def demo(
 
     manifest = generate_demo(out, people=people, seed=seed)
     console.print(f"[bold]demo[/]: {people:,} people written to {out}/ "
-                  f"({manifest.config_path.name} and one folder of files per channel)")
-    summary = _run_flow(config=str(manifest.config_path), warehouse=None, as_of=None,
+                  f"({manifest.config.name}, three files per channel, truth/)")
+    summary = _run_flow(config=str(manifest.config), warehouse=None, as_of=None,
                         channels=None, full_refresh=False, raw_pii=False)
     _print_summary(summary)
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import polars as pl
 from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
-from tasks.config import RunConfig, load_config
-from tasks.warehouse import Warehouse, open_warehouse
 
 from flows import artifacts, stages
+from tasks.config import RunConfig, load_config
 from tasks.privacy import redact_url
 from tasks.schema import DATASETS
+from tasks.warehouse import Warehouse, open_warehouse
 
 
 @flow(
