@@ -56,3 +56,9 @@ class ReconcileSettings(_Strict):
     balance_tolerance: int = Field(
         0, ge=0, description="Absolute difference below or at which balances agree."
     )
+    expiry_grace_days: int = Field(
+        0,
+        ge=0,
+        description="Days a channel may take to book the expire row after points' expires_at "
+        "before they count as unexpired_points (expiry jobs often run overnight).",
+    )
