@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tasks.config import load_config
 from tasks.errors import MemberlinkError
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ def run(
 ) -> None:
     """Run the pipeline on a sources.toml and publish to the warehouse."""
     cutoff = _parse_date(as_of) if as_of else None
+    _guarded(lambda: load_config(config).select_channels(channels))  # fail fast, before Prefect
     summary = _run_flow(
         config=str(config), warehouse=warehouse, as_of=cutoff, channels=channels or None,
         full_refresh=full_refresh, raw_pii=raw_pii,
@@ -98,7 +100,9 @@ def _run_flow(**parameters: object) -> dict:
     from flows.unify_members import unify_members
 
     def print_stage(record: progress.StageRecord) -> None:
-        console.print(f"  [cyan]{record.stage:<10}[/] {record.line()[len(record.stage) + 1:]}")
+        counts = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in record.counts.items())
+        console.print(f"  [cyan]{record.stage:<10}[/] {record.subject:<18} {counts} "
+                      f"[dim]({record.seconds:.2f}s)[/]")
 
     progress.add_listener(print_stage)
     try:
@@ -123,15 +127,22 @@ def _guarded(action: Callable[[], T]) -> T:
 
 
 def _quiet_prefect_console() -> None:
-    """Prefect's console handler to WARNING; the API handler keeps INFO for the UI."""
-    import prefect  # noqa: F401  (configures logging on import)
+    """Silence Prefect's console handlers: the CLI prints its own lines and the error.
+
+    The API handlers keep INFO, so the full log and any traceback still reach the
+    Prefect UI. Telemetry is off: it only fails on machines without internet.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.logging.configuration import setup_logging
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    names = list(logging.root.manager.loggerDict)
-    for logger in [logging.getLogger(), *map(logging.getLogger, names)]:
-        for handler in logger.handlers:
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.WARNING)
+    setup_logging()
+    for name in ["", *logging.root.manager.loggerDict]:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, PrefectConsoleHandler | logging.StreamHandler) and not (
+                isinstance(handler, logging.FileHandler)
+            ):
+                handler.setLevel(logging.CRITICAL + 1)
 
 
 def _print_summary(summary: dict) -> None:
@@ -139,14 +150,13 @@ def _print_summary(summary: dict) -> None:
     table = Table(title=f"memberlink run {summary['run_id']} · as of {summary['as_of']}")
     table.add_column("channel")
     for dataset in ("members", "points", "balances"):
-        table.add_column(f"{dataset}\nread", justify="right")
-        table.add_column("quarantined", justify="right")
+        table.add_column(f"{dataset}\nread / quarantined", justify="right")
     for channel, datasets in counts["channels"].items():
-        cells = []
-        for dataset in ("members", "points", "balances"):
-            row = datasets.get(dataset)
-            read, quarantined = (row["rows_read"], row["rows_quarantined"]) if row else ("-", "-")
-            cells += [f"{read:,}" if row else read, f"{quarantined:,}" if row else quarantined]
+        cells = [
+            f"{row['rows_read']:,} / {row['rows_quarantined']:,}" if (row := datasets.get(d))
+            else "-"
+            for d in ("members", "points", "balances")
+        ]
         table.add_row(channel, *cells)
     console.print(table)
     rules = ", ".join(f"{rule} {n:,}" for rule, n in counts["match_rules"].items())
