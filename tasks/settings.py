@@ -48,6 +48,31 @@ class LinkSettings(_Strict):
         description="CSV of reviewer decisions (left/right channel and member_id, decision "
         "accept|reject), honoured on the next run; relative to the config file.",
     )
+    max_block_size: int = Field(
+        100, ge=2, description="Blocks with more records than this are skipped: a key that many "
+        "records share (a default birthday) is no evidence and explodes the pair count.",
+    )
+    em_sample_size: int = Field(
+        200_000, ge=100, description="Candidate pairs sampled to fit the EM model; every pair "
+        "is scored.",
+    )
+    em_max_iter: int = Field(100, ge=1, description="EM iterations at most.")
+    u_sample_pairs: int = Field(
+        300_000, ge=1000, description="Random record pairs compared to estimate u (the chance "
+        "that two different people agree at each level).",
+    )
+    lambda_prior: float = Field(
+        0.05, gt=0, lt=1, description="Starting (and fallback) share of matches among candidate "
+        "pairs.",
+    )
+    tf_adjustment: bool = Field(
+        True, description="Weigh agreement on a common name, surname or city less than on a "
+        "rare one.",
+    )
+    tf_min_frequency: float = Field(
+        1e-4, gt=0, lt=1, description="Floor of a value's frequency in the term-frequency "
+        "adjustment, so one-off values do not dominate.",
+    )
 
 
 class ReconcileSettings(_Strict):
