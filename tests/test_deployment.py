@@ -117,10 +117,10 @@ def test_backfill_from_a_deployment_runs_on_a_worker_and_publishes(
     flow_run_id = runs[0]["id"]
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        run_row = con.sql(
+        run_row = con.execute(
             f"select as_of, status from runs where run_id = '{flow_run_id}'"
         ).fetchone()
-        channels = {row[0] for row in con.sql("select channel from member_xref").fetchall()}
+        channels = {row[0] for row in con.execute("select channel from member_xref").fetchall()}
     assert run_row is not None and str(run_row[0]) == BACKFILL_DATE and run_row[1] == "completed"
     assert channels == {"pos", "tmall", "app"}
 

@@ -102,7 +102,7 @@ def test_unified_members_agree_with_xref_and_runs(first_run: tuple[dict, Path]) 
 def test_no_raw_phone_or_id_card_is_published(first_run: tuple[dict, Path], demo_dir: Path) -> None:
     _, warehouse = first_run
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        tables = [row[0] for row in con.sql("show tables").fetchall()]
+        tables = [row[0] for row in con.execute("show tables").fetchall()]
         dump = "\n".join(
             con.sql(f"select * from {table}").pl().write_csv() for table in tables
         )
