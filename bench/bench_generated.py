@@ -119,6 +119,7 @@ class Generated:
     det_edges: pl.DataFrame  # deterministic edges
     source: str
     demo_ceiling: dict | None = None  # tasks.demo_data.linkable_pairs_ceiling, when from the demo
+    truth_dir: Path | None = None  # the demo's truth/ folder (phenomena.parquet, ...)
 
 
 def synthetic_members(people: int, seed: int = 7) -> tuple[pl.DataFrame, np.ndarray]:
@@ -380,6 +381,7 @@ def _from_demo(people: int, seed: int) -> Generated:
         det.edges,
         f"tasks.demo_data ({out})",
         ceiling,
+        Path(manifest.truth["persons"]).parent,
     )
 
 
@@ -453,6 +455,93 @@ def run_ours(
     return component_labels(data.members.height, edges), result, seconds
 
 
+EDGE_COLUMNS = ["left", "right", "rule"]
+
+
+def _phenomena_per_person(truth_dir: Path) -> pl.DataFrame:
+    """person_id -> the '+'-joined identity phenomena injected into any of their rows."""
+    return (
+        pl.read_parquet(truth_dir / "phenomena.parquet")
+        .group_by("person_id")
+        .agg(pl.col("phenomenon").unique().sort().str.join("+").alias("phenomena"))
+    )
+
+
+def false_merge_breakdown(data: Generated, labels: np.ndarray, edges: pl.DataFrame) -> pl.DataFrame:
+    """False pairs of a clustering, by the phenomena of the people it merged and the rules
+    of the wrong edges (`edges`: left, right, rule) that merged them."""
+    truth = data.truth.to_numpy()
+    frame = pl.DataFrame({"c": labels, "person": truth})
+    sizes = frame.filter(pl.col("person").n_unique().over("c") > 1).group_by("c", "person").len()
+    if sizes.is_empty():
+        return pl.DataFrame()
+    pairs = (pl.col("len") * (pl.col("len") - 1)) // 2
+    false_pairs = sizes.group_by("c").agg(
+        ((pl.col("len").sum() * (pl.col("len").sum() - 1)) // 2 - pairs.sum()).alias("false_pairs")
+    )
+    left, right = edges["left"].to_numpy(), edges["right"].to_numpy()
+    rules = (
+        edges.select("rule")
+        .with_columns(pl.Series("c", labels[left]))
+        .filter(pl.Series(truth[left] != truth[right]))
+        .group_by("c")
+        .agg(pl.col("rule").unique().sort().str.join("+").alias("wrong_edges"))
+    )
+    phenomena = (
+        sizes.join(
+            _phenomena_per_person(data.truth_dir),
+            left_on="person",
+            right_on="person_id",
+            how="left",
+        )
+        .group_by("c")
+        .agg(pl.col("phenomena").drop_nulls().unique().sort().str.join(", "))
+    )
+    return (
+        false_pairs.join(phenomena, on="c")
+        .join(rules, on="c", how="left")
+        .group_by("phenomena", "wrong_edges")
+        .agg(pl.len().alias("components"), pl.col("false_pairs").sum())
+        .sort("false_pairs", descending=True)
+    )
+
+
+def missed_breakdown(data: Generated, labels: np.ndarray) -> pl.DataFrame:
+    """True pairs the ceiling counts as reachable but the clustering left apart, by the
+    phenomena of their person and the evidence their two rows share."""
+    from tasks.demo_data import linkable_pairs
+
+    index = data.members.select("channel", "member_id", "record_idx")
+    pairs = (
+        linkable_pairs(data.truth_dir)
+        .filter("transitive")
+        .join(index, on=["channel", "member_id"])
+        .join(
+            index.rename({"channel": "channel_r", "member_id": "member_id_r", "record_idx": "r"}),
+            on=["channel_r", "member_id_r"],
+        )
+    )
+    missed = pairs.filter(
+        pl.Series(labels[pairs["record_idx"].to_numpy()] != labels[pairs["r"].to_numpy()])
+    )
+    evidence = ("phone", "unionid", "email", "id_card", "name_birth")
+    return (
+        missed.join(_phenomena_per_person(data.truth_dir), on="person_id", how="left")
+        .with_columns(
+            pl.concat_str(
+                [pl.when(pl.col(e)).then(pl.lit(e)) for e in evidence],
+                separator="+",
+                ignore_nulls=True,
+            )
+            .replace("", "(transitive only)")
+            .alias("shared_evidence")
+        )
+        .group_by("phenomena", "shared_evidence")
+        .len("missed_pairs")
+        .sort("missed_pairs", descending=True)
+    )
+
+
 def print_table(rows: list[dict], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -470,6 +559,11 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--builtin", action="store_true", help="use the built-in generator")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="false merges by phenomenon and rule, missed pairs by phenomenon (demo data only)",
+    )
     args = parser.parse_args()
     settings = LinkSettings()
     start = time.perf_counter()
@@ -508,6 +602,17 @@ def main() -> None:
     )
     with pl.Config(tbl_rows=40):
         print(result.model.levels)
+    if args.breakdown and data.truth_dir is not None:
+        edges = pl.concat(
+            [data.det_edges.select("left", "right", "rule"), result.edges.select(EDGE_COLUMNS)]
+        )
+        with pl.Config(tbl_rows=30, fmt_str_lengths=70, tbl_width_chars=160):
+            print("false merges, deterministic only:")
+            print(false_merge_breakdown(data, det_labels, data.det_edges))
+            print("false merges, deterministic + linkage:")
+            print(false_merge_breakdown(data, labels, edges))
+            print("true pairs within the ceiling left apart, deterministic + linkage:")
+            print(missed_breakdown(data, labels).head(20))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ def splink_settings() -> dict:
         "l.surname_key = r.surname_key AND l.birth_ymd = r.birth_ymd",
         "l.name_key = r.name_key AND l.city = r.city",
         "l.name_key = r.name_key AND substr(l.birth_ymd, 1, 4) = substr(r.birth_ymd, 1, 4)",
+        "l.name_key_sorted = r.name_key_sorted AND l.birth_ymd = r.birth_ymd",
         "l.birth_ymd = r.birth_ymd AND l.city = r.city",
         "l.email_local = r.email_local",
     ]

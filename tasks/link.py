@@ -74,6 +74,8 @@ MEMBER_BLOCKING_RULES: tuple[BlockingRule, ...] = (
     BlockingRule(
         "name pinyin + birth year", (pl.col("name_key"), pl.col("birth_ymd").str.slice(0, 4))
     ),
+    # Pinyin written given name first (Xuan Zhang) meets 张萱 on the sorted syllables.
+    BlockingRule("name syllables + birth_date", (pl.col("name_key_sorted"), pl.col("birth_ymd"))),
     BlockingRule("birth_date + city", (pl.col("birth_ymd"), pl.col("city"))),
     BlockingRule("email local part", (pl.col("email_local"),)),
 )

@@ -27,6 +27,12 @@ class MatchSettings(_Strict):
         description="A value shared by more distinct people than this is a hub (store phone, "
         "test number) and links nobody.",
     )
+    hub_max_records: int = Field(
+        60,
+        ge=2,
+        description="A value on more records than this is a hub whatever they say: one person "
+        "rarely holds that many memberships, and telling them apart is quadratic in records.",
+    )
     blocked_values: tuple[str, ...] = Field(
         ("13800138000", "13888888888", "13900139000", "18888888888", "13333333333"),
         description="Normalized values that never link anyone (well-known test numbers).",

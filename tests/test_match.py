@@ -323,3 +323,293 @@ def test_random_crowded_identifiers_never_link_contradicting_records() -> None:
     )
     per_component = labelled.group_by("component").agg(pl.col("id_card").drop_nulls().n_unique())
     assert per_component["id_card"].max() <= 1
+
+
+# --- weak evidence: masked names, nicknames, gender, stated birth dates -------------------
+
+
+def hashed(phone: str) -> str:
+    return sha256_hex(pl.Series([phone]))[0]
+
+
+def test_family_phone_seen_only_on_hashed_records_with_different_surnames_is_not_merged() -> None:
+    family = hashed("13611112222")
+    members = members_frame(
+        [
+            {
+                "channel": "tmall",
+                "member_id": "t1",
+                "phone_sha256": family,
+                "name": "张**",
+                "name_kind": "masked",
+                "surname": "张",
+            },
+            {
+                "channel": "jd",
+                "member_id": "j1",
+                "phone_sha256": family,
+                "name": "李*明",
+                "name_kind": "masked",
+                "surname": "李",
+            },
+            # a nickname says nothing: it could be either of them, so it joins neither
+            {
+                "channel": "tmall",
+                "member_id": "t2",
+                "phone_sha256": family,
+                "name": "tb12345",
+                "name_kind": "other",
+            },
+        ]
+    )
+    links = deterministic_links(members, MatchSettings())
+    assert links.edges.is_empty()
+    assert links.guarded["ambiguous_unlinked"] == 1
+    assert links.hub_values.is_empty()
+
+
+def test_same_masked_surname_and_no_conflict_is_merged() -> None:
+    phone = "13611113333"
+    members = members_frame(
+        [
+            {
+                "channel": "pos",
+                "member_id": "p1",
+                "phone": phone,
+                "name": "张建伟",
+                "surname": "张",
+                "gender": "M",
+                "birth_date": dt.date(1980, 1, 2),
+            },
+            {
+                "channel": "tmall",
+                "member_id": "t1",
+                "phone_sha256": hashed(phone),
+                "name": "张**",
+                "name_kind": "masked",
+                "surname": "张",
+            },
+            {
+                "channel": "jd",
+                "member_id": "j1",
+                "phone_sha256": hashed(phone),
+                "name": "张*伟",
+                "name_kind": "masked",
+                "surname": "张",
+            },
+            {
+                "channel": "wechat",
+                "member_id": "w1",
+                "phone": phone,
+                "gender": "M",
+                "name": "小猫咪",
+                "surname": "小",
+            },  # a nickname, not the surname 小
+        ]
+    )
+    links = deterministic_links(members, MatchSettings())
+    comp = components(members, links.edges)
+    assert len(set(comp.values())) == 1
+    assert set(links.edges["rule"]) == {"phone"}
+
+
+def test_masked_names_tell_a_family_apart_around_one_card() -> None:
+    """Dad's card and his masked record join; mom's masked records form their own person;
+    the mask that shows a different last character (张*明) is a third person."""
+    phone = "13611114444"
+    dad_card = id_card("11010119750315001")
+    rows = [
+        {
+            "channel": "pos",
+            "member_id": "dad",
+            "phone": phone,
+            "id_card": dad_card,
+            "name": "张建国",
+            "surname": "张",
+        },
+        {
+            "channel": "jd",
+            "member_id": "dad_jd",
+            "phone_sha256": hashed(phone),
+            "name": "张*国",
+            "name_kind": "masked",
+            "surname": "张",
+        },
+        {
+            "channel": "tmall",
+            "member_id": "mom_tm",
+            "phone_sha256": hashed(phone),
+            "name": "刘*",
+            "name_kind": "masked",
+            "surname": "刘",
+        },
+        {
+            "channel": "jd",
+            "member_id": "mom_jd",
+            "phone_sha256": hashed(phone),
+            "name": "刘*",
+            "name_kind": "masked",
+            "surname": "刘",
+        },
+        {
+            "channel": "jd",
+            "member_id": "kid_jd",
+            "phone_sha256": hashed(phone),
+            "name": "张*明",
+            "name_kind": "masked",
+            "surname": "张",
+        },
+        # a woman with no name: dad's card says male, but she may be mom or 张*明
+        {"channel": "wechat", "member_id": "wx", "phone": phone, "gender": "F"},
+    ]
+    members = members_frame(rows)
+    links = deterministic_links(members, MatchSettings())
+    comp = components(members, links.edges)
+    assert comp["pos:dad"] == comp["jd:dad_jd"]
+    assert comp["tmall:mom_tm"] == comp["jd:mom_jd"]
+    assert comp["pos:dad"] != comp["tmall:mom_tm"]
+    assert comp["jd:kid_jd"] not in {comp["pos:dad"], comp["tmall:mom_tm"]}
+    assert comp["wechat:wx"] not in {comp["pos:dad"], comp["tmall:mom_tm"], comp["jd:kid_jd"]}
+    # without 张*明 the woman fits only mom
+    members = members_frame([row for row in rows if row["member_id"] != "kid_jd"])
+    comp = components(members, deterministic_links(members, MatchSettings()).edges)
+    assert comp["tmall:mom_tm"] == comp["jd:mom_jd"] == comp["wechat:wx"] != comp["pos:dad"]
+
+
+def test_a_surname_that_fits_two_people_links_neither() -> None:
+    """张** could be 张*伟 or 张*明: the value shows two people and 张** is ambiguous."""
+    value = hashed("13611115555")
+    members = members_frame(
+        [
+            {
+                "channel": "tmall",
+                "member_id": "t1",
+                "phone_sha256": value,
+                "name": "张**",
+                "name_kind": "masked",
+                "surname": "张",
+            },
+            {
+                "channel": "jd",
+                "member_id": "j1",
+                "phone_sha256": value,
+                "name": "张*伟",
+                "name_kind": "masked",
+                "surname": "张",
+            },
+            {
+                "channel": "jd",
+                "member_id": "j2",
+                "phone_sha256": value,
+                "name": "张*明",
+                "name_kind": "masked",
+                "surname": "张",
+            },
+        ]
+    )
+    links = deterministic_links(members, MatchSettings())
+    assert links.edges.is_empty()
+
+
+def test_gender_and_stated_birth_dates_separate_records_without_names() -> None:
+    members = members_frame(
+        [
+            {"channel": "wechat", "member_id": "w1", "phone": "13611116666", "gender": "M"},
+            {"channel": "app", "member_id": "a1", "phone": "13611116666", "gender": "F"},
+            {
+                "channel": "app",
+                "member_id": "b1",
+                "email": "x@y.cn",
+                "birth_date": dt.date(1980, 3, 12),
+            },
+            {
+                "channel": "crm",
+                "member_id": "b2",
+                "email": "x@y.cn",
+                "birth_date": dt.date(1991, 7, 30),
+            },
+            # the same date typed day first is one person
+            {
+                "channel": "app",
+                "member_id": "c1",
+                "unionid": "oU9",
+                "birth_date": dt.date(1985, 3, 12),
+            },
+            {
+                "channel": "wechat",
+                "member_id": "c2",
+                "unionid": "oU9",
+                "birth_date": dt.date(1985, 12, 3),
+            },
+        ]
+    )
+    links = deterministic_links(members, MatchSettings())
+    comp = components(members, links.edges)
+    assert comp["wechat:w1"] != comp["app:a1"]
+    assert comp["app:b1"] != comp["crm:b2"]
+    assert comp["app:c1"] == comp["wechat:c2"]
+
+
+def test_names_compare_by_sound_and_pinyin_in_either_order() -> None:
+    phone = "13611117777"
+    members = members_frame(
+        [
+            {
+                "channel": "pos",
+                "member_id": "p1",
+                "phone": phone,
+                "name": "林秀英",
+                "surname": "林",
+                "birth_date": dt.date(1990, 5, 6),
+            },
+            # a homophone typo of the same name and birth date: the same person
+            {
+                "channel": "app",
+                "member_id": "a1",
+                "phone": phone,
+                "name": "林秀莹",
+                "surname": "林",
+                "birth_date": dt.date(1990, 5, 6),
+            },
+            {
+                "channel": "wechat",
+                "member_id": "w1",
+                "phone": phone,
+                "name": "xiuying lin",
+                "name_kind": "pinyin",
+            },
+            # another name in pinyin is another person; a Latin nickname says nothing
+            {
+                "channel": "wechat",
+                "member_id": "w2",
+                "phone": phone,
+                "name": "li na",
+                "name_kind": "pinyin",
+            },
+            {
+                "channel": "tmall",
+                "member_id": "t1",
+                "phone": phone,
+                "name": "coco",
+                "name_kind": "pinyin",
+            },
+        ]
+    )
+    links = deterministic_links(members, MatchSettings())
+    comp = components(members, links.edges)
+    assert comp["pos:p1"] == comp["app:a1"] == comp["wechat:w1"]
+    assert comp["wechat:w2"] != comp["pos:p1"]
+    # two people on the value: the nickname could be either
+    assert comp["tmall:t1"] not in {comp["pos:p1"], comp["wechat:w2"]}
+
+
+def test_a_value_on_more_records_than_anyone_holds_is_a_hub() -> None:
+    rows = [
+        {"channel": "tmall", "member_id": f"t{i:02d}", "phone_sha256": hashed("13611118888")}
+        for i in range(12)
+    ]
+    members = members_frame(rows)
+    links = deterministic_links(members, MatchSettings(hub_max_records=10))
+    assert links.edges.is_empty()
+    assert links.hub_values.select("n_records", "reason").rows() == [(12, "hub: 12 records")]
+    assert deterministic_links(members, MatchSettings()).edges.height == 11
