@@ -15,11 +15,21 @@ from pathlib import Path
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from tasks.config import RunConfig, SourceConfig
-from tasks.warehouse import Warehouse
 
 from flows.progress import stage
-from tasks import cluster, golden, link, match, normalize, read, reconcile, report, validate
+from tasks import (
+    cluster,
+    comparisons,
+    golden,
+    link,
+    match,
+    normalize,
+    read,
+    reconcile,
+    report,
+    validate,
+)
+from tasks.config import RunConfig, SourceConfig
 from tasks.schema import (
     BALANCE_SCHEMA,
     MEMBER_SCHEMA,
@@ -28,6 +38,7 @@ from tasks.schema import (
     Dataset,
     empty_frame,
 )
+from tasks.warehouse import Warehouse
 
 stage_task = task(cache_policy=NO_CACHE, persist_result=False)
 
@@ -120,10 +131,17 @@ def match_deterministic(members: pl.DataFrame, config: RunConfig) -> match.Deter
 @stage_task
 def link_probabilistic(
     members: pl.DataFrame, deterministic: match.DeterministicLinks, config: RunConfig,
-    decisions: pl.DataFrame | None,
+    decisions: pl.DataFrame | None, store: Warehouse, full_refresh: bool,
 ) -> link.ProbabilisticLinks:
+    """Fellegi-Sunter linkage; the model fitted by an earlier run is reused unless retrained."""
+    retrain = full_refresh or config.linkage.retrain
+    previous = None if retrain else link.model_from_frame(
+        store.read_table("linkage_model"), comparisons.MEMBER_COMPARISONS
+    )
     with stage("link") as record:
-        links = link.probabilistic_links(members, deterministic.edges, config.linkage, decisions)
+        links = link.probabilistic_links(
+            members, deterministic.edges, config.linkage, decisions, previous_model=previous
+        )
         record.counts["links"] = links.edges.height
         record.counts["to_review"] = links.review_queue.height
     return links

@@ -16,6 +16,7 @@ from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import artifacts, stages
+from tasks import link
 from tasks.config import RunConfig, load_config
 from tasks.privacy import redact_url
 from tasks.schema import DATASETS
@@ -45,8 +46,8 @@ def unify_members(
         as_of: Reconciliation cut-off (YYYY-MM-DD): ledger rows after this day are ignored
             and this day's earlier results are replaced. Empty means [run].as_of, else today.
         channels: Only these channels (e.g. ["pos", "tmall"]); empty means all.
-        full_refresh: Rebuild identities from scratch instead of carrying unified_ids over
-            from the previous run (ids already issued are still never reused).
+        full_refresh: Rebuild identities from scratch: refit the linkage model and do not
+            carry unified_ids over from the previous run (issued ids are never reused).
         raw_pii: Publish raw phone and id-card columns. Leave off unless your warehouse is
             cleared for personal information.
     """
@@ -86,7 +87,9 @@ def _unify(
 
     deterministic = stages.match_deterministic(members, cfg)
     decisions = stages.load_review_decisions(cfg, store)
-    probabilistic = stages.link_probabilistic(members, deterministic, cfg, decisions)
+    probabilistic = stages.link_probabilistic(
+        members, deterministic, cfg, decisions, store, full_refresh
+    )
     edges = pl.concat([deterministic.edges, probabilistic.edges], how="diagonal_relaxed")
     identity = stages.cluster_members(members, edges, store, run["run_id"], full_refresh)
     unified = stages.build_golden_records(members, identity.xref, raw_pii)
@@ -101,6 +104,7 @@ def _unify(
         "identity_changes": identity.identity_changes,
         "hub_values": deterministic.hub_values,
         "review_queue": probabilistic.review_queue,
+        "linkage_model": link.model_frame(probabilistic.model),
         "points_balances": ledger.points_balances,
         "member_points": ledger.member_points,
         "points_discrepancies": ledger.points_discrepancies,

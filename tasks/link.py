@@ -214,6 +214,37 @@ class LinkModel:
         }
 
 
+MODEL_COLUMNS = ("field", "level", "label", "m", "u", "weight", "source")
+
+
+def model_frame(model: LinkModel) -> pl.DataFrame:
+    """The fitted parameters as a table: published as `linkage_model` for the next run.
+
+    Re-fitting EM every night would move borderline scores of unchanged records
+    whenever anything else changed; reusing the parameters keeps their ids still.
+    """
+    return model.levels.select(MODEL_COLUMNS).with_columns(
+        pl.lit(model.lambda_).alias("lambda"), pl.lit(model.status).alias("status")
+    )
+
+
+def model_from_frame(
+    frame: pl.DataFrame | None, comparisons: Sequence[cmp.Comparison]
+) -> LinkModel | None:
+    """A previous run's model, when it was fitted for these very comparison levels."""
+    if frame is None or frame.is_empty() or not set(MODEL_COLUMNS) <= set(frame.columns):
+        return None
+    shape = {"field": pl.Utf8, "level": pl.Int64, "label": pl.Utf8}
+    described = cmp.describe(comparisons)
+    expected = described.select(list(shape)).cast(shape).sort("field", "level")
+    if not frame.select(list(shape)).cast(shape).sort("field", "level").equals(expected):
+        return None
+    levels = frame.select(MODEL_COLUMNS).cast({"level": described["level"].dtype})
+    status = frame["status"][0]
+    reused = status if status.startswith("reused") else f"reused ({status})"
+    return LinkModel(levels.sort("field", "level"), float(frame["lambda"][0]), reused)
+
+
 def _priors_frame(comparisons: Sequence[cmp.Comparison]) -> pl.DataFrame:
     return cmp.describe(comparisons).select(
         "field",
@@ -737,8 +768,13 @@ def probabilistic_links(
     deterministic_edges: pl.DataFrame,
     settings: LinkSettings,
     decisions: pl.DataFrame | None = None,
+    previous_model: LinkModel | None = None,
 ) -> ProbabilisticLinks:
-    """Link records the deterministic rules left in different clusters, by match probability."""
+    """Link records the deterministic rules left in different clusters, by match probability.
+
+    With `previous_model` (a model_from_frame of the last run) EM is not fitted
+    again, so a record's score moves only when its own data or neighbours do.
+    """
     comparisons = cmp.MEMBER_COMPARISONS
     members = members.sort("record_idx")
     n = members.height
@@ -763,17 +799,7 @@ def probabilistic_links(
     cluster = records["cluster"].to_numpy()
     across = cluster[training["left"].to_numpy()] != cluster[training["right"].to_numpy()]
     vectors = training.filter(pl.Series(across))
-    u_pairs = random_pairs(n, settings.u_sample_pairs) if n > 1 else pairs.clear()
-    model = fit_model(
-        training,
-        comparisons,
-        u_vectors=comparison_vectors(records, u_pairs, comparisons),
-        total_pairs=n * (n - 1) // 2,
-        settled=("phone", "email", "id_card"),
-        sample_size=settings.em_sample_size,
-        max_iter=settings.em_max_iter,
-        lambda_prior=settings.lambda_prior,
-    )
+    model = previous_model or _fit_member_model(records, pairs, training, settings)
     model.pairs_scored = vectors.height
     model.blocking = blocking
     scored = score_pairs(
@@ -835,6 +861,23 @@ def probabilistic_links(
         edges=edges.sort("left", "right"),
         review_queue=_review_frame(review, records, model, comparisons),
         model=model,
+    )
+
+
+def _fit_member_model(
+    records: pl.DataFrame, pairs: pl.DataFrame, training: pl.DataFrame, settings: LinkSettings
+) -> LinkModel:
+    n = records.height
+    u_pairs = random_pairs(n, settings.u_sample_pairs) if n > 1 else pairs.clear()
+    return fit_model(
+        training,
+        cmp.MEMBER_COMPARISONS,
+        u_vectors=comparison_vectors(records, u_pairs, cmp.MEMBER_COMPARISONS),
+        total_pairs=n * (n - 1) // 2,
+        settled=("phone", "email", "id_card"),
+        sample_size=settings.em_sample_size,
+        max_iter=settings.em_max_iter,
+        lambda_prior=settings.lambda_prior,
     )
 
 

@@ -43,6 +43,12 @@ class LinkSettings(_Strict):
     """Probabilistic (Fellegi-Sunter) linkage of what deterministic matching left."""
 
     enabled: bool = True
+    retrain: bool = Field(
+        False,
+        description="Fit the Fellegi-Sunter model again on every run. Off: the model of the "
+        "last run is reused (published as linkage_model), so unchanged records keep their "
+        "scores; a full_refresh run always refits.",
+    )
     match_threshold: float = Field(
         0.95, gt=0, lt=1, description="Match probability at or above which a pair is linked."
     )
