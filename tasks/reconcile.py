@@ -26,6 +26,11 @@ ACCOUNT: list[str] = ["channel", "member_id"]
 # they count in `earned`, can double-credit nothing (no order) and can expire.
 EARNED_TYPES: tuple[str, ...] = ("earn", "task")
 
+# An order credited again in another channel to an identity the linkage kept
+# apart is a double credit only within this long of its first credit (and with
+# the same points); further apart, two platforms' order numbers collided.
+UNLINKED_RECREDIT_WINDOW = timedelta(days=30)
+
 DISCREPANCY_KINDS: tuple[str, ...] = (
     "balance_mismatch",
     "duplicate_txn",
@@ -42,8 +47,9 @@ DISCREPANCY_DESCRIPTIONS: dict[str, str] = {
     "(amount: reported minus ledger)",
     "duplicate_txn": "one txn_id exported more than once; counted once "
     "(amount: what the extra copies would add)",
-    "double_credit": "one order earned points in two channels for the same member "
-    "(amount: the extra credit)",
+    "double_credit": "one order earned points in two channels for one person: the same "
+    f"unified member, or another with the same points within {UNLINKED_RECREDIT_WINDOW.days} "
+    "days (amount: the extra credit)",
     "negative_balance": "the running balance went below zero (amount: the low point)",
     "orphan_txn": "ledger rows for a member the channel does not list (amount: their points)",
     "over_redemption": "a redemption larger than the balance just before it "
@@ -102,6 +108,11 @@ _LEDGER_COLUMNS: dict[str, pl.DataType] = {
 }
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M"
+
+_RECREDIT_COLUMNS = (
+    "credit", "account", "channel", "txn_id", "points", "order_id",
+    "first_channel", "first_txn", "first_points",
+)
 
 
 @dataclass(frozen=True)
@@ -399,14 +410,52 @@ def duplicate_txns(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def double_credits(ledger: pl.DataFrame, accounts: pl.DataFrame) -> pl.DataFrame:
-    """One order earning points in two channels for one unified member.
+    """One order earning points in two channels for one person.
 
-    The earliest credit stands; every later credit of the same order for the
-    same unified member is one row, `amount` its points. Narrowed in two cheap
-    group-bys (orders credited in several channels, then per member) before
-    the ordered windows run on the few credits left.
+    The earliest credit of an order stands. A later credit in another channel is
+    the order paid twice when it is *linked* (the same unified member earned the
+    order before, however long ago) or, failing that, *unlinked* but a re-credit
+    (see `unlinked_recredits`): identity resolution cannot link every person's
+    accounts, and an order is placed by one person. `amount` is the extra
+    credit's points.
     """
-    group = ["unified_id", "order_id"]
+    credits = cross_channel_credits(ledger, accounts)
+    linked = linked_recredits(credits)
+    unlinked = unlinked_recredits(credits).join(linked.select("credit"), on="credit", how="anti")
+    found = pl.concat([linked, unlinked], how="vertical").sort("credit")
+    whom = pl.when(pl.col("linked")).then(pl.lit("for the same member")).otherwise(
+        pl.format(
+            "for another unified member, with the same points within {} days: one person under "
+            "two identities, or the order credited to someone else",
+            pl.lit(UNLINKED_RECREDIT_WINDOW.days),
+        )
+    )
+    return found.select(
+        "account",
+        kind=pl.lit("double_credit"),
+        detail=pl.format(
+            "order {} earned {} points in {} (txn {}) after already earning {} in {} (txn {}) {}",
+            "order_id",
+            "points",
+            "channel",
+            pl.col("txn_id").fill_null("?"),
+            "first_points",
+            "first_channel",
+            pl.col("first_txn").fill_null("?"),
+            whom,
+        ),
+        amount="points",
+        reference="order_id",
+    )
+
+
+def cross_channel_credits(ledger: pl.DataFrame, accounts: pl.DataFrame) -> pl.DataFrame:
+    """Earn/task credits of orders credited in more than one channel, with their unified_id.
+
+    One cheap group-by narrows millions of credits to the few the ordered
+    windows of the two rules need; `credit` numbers them so the rules' results
+    can be told apart. unified_id is null for accounts no member list knows.
+    """
     credits = ledger.filter(
         pl.col("txn_type").is_in(EARNED_TYPES),
         pl.col("points") > 0,
@@ -415,17 +464,23 @@ def double_credits(ledger: pl.DataFrame, accounts: pl.DataFrame) -> pl.DataFrame
     cross_channel = (
         credits.group_by("order_id").agg(pl.col("channel").n_unique()).filter(pl.col("channel") > 1)
     )
-    candidates = (
+    return (
         credits.join(cross_channel.select("order_id"), on="order_id", how="semi")
-        .join(accounts.select("account", "unified_id"), on="account", how="inner")
-        .filter(pl.col("unified_id").is_not_null())
+        .join(accounts.select("account", "unified_id"), on="account", how="left")
+        .sort(["order_id", "txn_time", "channel", "txn_id"], nulls_last=True)
+        .with_row_index("credit")
     )
-    per_member = (
-        candidates.group_by(group).agg(pl.col("channel").n_unique()).filter(pl.col("channel") > 1)
-    )
-    repeated = (
-        candidates.join(per_member.select(group), on=group, how="semi")
-        .sort([*group, "txn_time", "channel", "txn_id"])
+
+
+def linked_recredits(credits: pl.DataFrame) -> pl.DataFrame:
+    """Later credits of an order the same unified member earned in another channel.
+
+    Per (unified member, order) spanning two or more channels, every credit but
+    the earliest.
+    """
+    group = ["unified_id", "order_id"]
+    return (
+        credits.filter(pl.col("unified_id").is_not_null())
         .with_columns(
             credit_rank=pl.int_range(pl.len()).over(group),
             n_channels=pl.col("channel").n_unique().over(group),
@@ -434,23 +489,38 @@ def double_credits(ledger: pl.DataFrame, accounts: pl.DataFrame) -> pl.DataFrame
             first_points=pl.col("points").first().over(group),
         )
         .filter(pl.col("n_channels") > 1, pl.col("credit_rank") > 0)
+        .select(_RECREDIT_COLUMNS, linked=pl.lit(True))
     )
-    return repeated.select(
-        "account",
-        kind=pl.lit("double_credit"),
-        detail=pl.format(
-            "order {} earned {} points in {} (txn {}) after already earning {} in {} (txn {}) "
-            "for the same member",
-            "order_id",
-            "points",
-            "channel",
-            pl.col("txn_id").fill_null("?"),
-            "first_points",
-            "first_channel",
-            pl.col("first_txn").fill_null("?"),
-        ),
-        amount="points",
-        reference="order_id",
+
+
+def unlinked_recredits(credits: pl.DataFrame) -> pl.DataFrame:
+    """Later credits of an order first earned in another channel by another identity.
+
+    Counted when they carry the same points as the order's first credit and came
+    within `UNLINKED_RECREDIT_WINDOW` of it: the signature of an order paid
+    twice (a receipt shown in store, a platform order re-imported). A collision
+    of two platforms' order numbers, which is why different members are not
+    enough on their own, would have to land within days and on the same amount.
+    """
+    group = "order_id"
+    first_uid = pl.col("unified_id").first().over(group)
+    same_member = (pl.col("unified_id") == first_uid).fill_null(False)
+    return (
+        credits.with_columns(
+            credit_rank=pl.int_range(pl.len()).over(group),
+            first_channel=pl.col("channel").first().over(group),
+            first_txn=pl.col("txn_id").first().over(group),
+            first_points=pl.col("points").first().over(group),
+            first_time=pl.col("txn_time").first().over(group),
+        )
+        .filter(
+            pl.col("credit_rank") > 0,
+            pl.col("channel") != pl.col("first_channel"),
+            ~same_member,
+            pl.col("points") == pl.col("first_points"),
+            pl.col("txn_time") - pl.col("first_time") <= UNLINKED_RECREDIT_WINDOW,
+        )
+        .select(_RECREDIT_COLUMNS, linked=pl.lit(False))
     )
 
 

@@ -120,9 +120,10 @@ def test_double_credit_reports_each_extra_credit_of_one_order_for_one_member():
         ("pos", "a1", "p1", T(2026, 1, 1, 10), 120, "earn", "O-77"),
         ("tmall", "b1", "t1", T(2026, 1, 1, 12), 120, "earn", "O-77"),
         ("jd", "c1", "j1", T(2026, 1, 2), 60, "earn", "O-77"),
-        # the same order id for two different unified members is no double credit
-        ("pos", "a2", "p2", T(2026, 1, 1), 50, "earn", "O-88"),
-        ("tmall", "b2", "t2", T(2026, 1, 1), 50, "earn", "O-88"),
+        # two platforms' order numbers colliding for two different unified members:
+        # months apart and different points, so no double credit
+        ("pos", "a2", "p2", T(2025, 6, 1), 50, "earn", "O-88"),
+        ("tmall", "b2", "t2", T(2026, 1, 1), 80, "earn", "O-88"),
     ))
     double = kinds(result, "double_credit").sort("channel")
     assert double.select("channel", "member_id", "unified_id", "amount", "reference").rows() == [
@@ -130,6 +131,55 @@ def test_double_credit_reports_each_extra_credit_of_one_order_for_one_member():
         ("tmall", "t1", "U0000000001", 120, "O-77"),
     ]
     assert all("pos" in d and "a1" in d for d in double["detail"])
+
+
+def test_an_order_recredited_to_an_unlinked_identity_is_a_double_credit():
+    """Regression (bench_reconcile: a third of injected double credits were missed).
+
+    Identity resolution cannot link every person's accounts; an order first
+    earned by U2 in pos and earned again a day later, same points, by U3 in
+    tmall is the order paid twice, and so is a credit to an account no member
+    list knows.
+    """
+    result = run(ledger(
+        ("pos", "a1", "p2", T(2026, 1, 1, 10), 120, "earn", "O-5"),
+        ("tmall", "b1", "t2", T(2026, 1, 2, 9), 120, "earn", "O-5"),
+        ("jd", "c1", "ghost", T(2026, 1, 3), 120, "earn", "O-5"),
+    ))
+    double = kinds(result, "double_credit").sort("channel")
+    assert double.select("channel", "member_id", "unified_id", "amount", "reference").rows() == [
+        ("jd", "ghost", None, 120, "O-5"),
+        ("tmall", "t2", "U0000000003", 120, "O-5"),
+    ]
+    assert all("another unified member" in d and "a1" in d for d in double["detail"])
+
+
+@pytest.mark.parametrize(
+    ("later", "points", "flagged"),
+    [
+        (T(2026, 1, 31, 10), 120, True),    # exactly the window after the first credit
+        (T(2026, 1, 31, 10, 1), 120, False),  # one minute past it: an order-number collision
+        (T(2026, 1, 2), 119, False),        # different points: a collision, not a re-credit
+    ],
+)
+def test_an_unlinked_recredit_needs_the_same_points_within_the_window(
+    later: datetime, points: int, flagged: bool
+):
+    result = run(ledger(
+        ("pos", "a1", "p2", T(2026, 1, 1, 10), 120, "earn", "O-5"),
+        ("tmall", "b1", "t2", later, points, "earn", "O-5"),
+    ))
+    assert kinds(result, "double_credit").height == int(flagged)
+
+
+def test_a_linked_recredit_is_found_whatever_its_points_and_delay():
+    result = run(ledger(
+        ("pos", "a1", "p1", T(2025, 1, 1), 120, "earn", "O-9"),
+        ("tmall", "b1", "t1", T(2026, 2, 1), 40, "earn", "O-9"),
+    ))
+    double = kinds(result, "double_credit")
+    assert double.select("channel", "member_id", "amount").rows() == [("tmall", "t1", 40)]
+    assert "for the same member" in double["detail"][0]
 
 
 def test_an_order_earning_once_per_channel_is_not_double_credited():
