@@ -17,7 +17,7 @@ from datetime import date, datetime, time, timedelta
 
 import polars as pl
 
-from tasks.schema import SOURCE_FILE, SOURCE_ROW
+from tasks.schema import FLAGS, POINTS_SCHEMA, SOURCE_FILE, SOURCE_ROW
 from tasks.settings import ReconcileSettings
 
 ACCOUNT: list[str] = ["channel", "member_id"]
@@ -94,17 +94,9 @@ DISCREPANCY_SCHEMA: dict[str, pl.DataType] = {
     "reference": pl.Utf8(),          # txn_id or order_id the row is about
 }
 
+# The ledger as reconciliation reads it: the normalized points without their flags.
 _LEDGER_COLUMNS: dict[str, pl.DataType] = {
-    "channel": pl.Utf8(),
-    "txn_id": pl.Utf8(),
-    "member_id": pl.Utf8(),
-    "txn_time": pl.Datetime("us"),
-    "points": pl.Int64(),
-    "txn_type": pl.Utf8(),
-    "order_id": pl.Utf8(),
-    "expires_at": pl.Datetime("us"),
-    SOURCE_FILE: pl.Utf8(),
-    SOURCE_ROW: pl.Int64(),
+    name: dtype for name, dtype in POINTS_SCHEMA.items() if name != FLAGS
 }
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M"
