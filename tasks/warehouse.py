@@ -38,11 +38,13 @@ WRITE_MODES: dict[str, WriteMode] = {
     "unified_members": "replaced",
     "hub_values": "replaced",
     "review_queue": "replaced",
+    "linkage_model": "replaced",
     "points_balances": "partitioned",
     "member_points": "partitioned",
     "points_discrepancies": "partitioned",
     "quarantine": "partitioned",
     "data_quality": "partitioned",
+    "ingest_counts": "partitioned",
     "identity_changes": "appended",
     "runs": "upserted",
 }
