@@ -18,6 +18,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tasks.config import load_config
@@ -116,12 +117,12 @@ def _guarded(action: Callable[[], T]) -> T:
     try:
         return action()
     except MemberlinkError as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print(f"[bold red]error:[/] {escape(str(error))}")
         raise typer.Exit(error.exit_code) from None
     except Exception as error:
         if os.environ.get("MEMBERLINK_DEBUG"):
             raise
-        console.print(f"[bold red]run failed:[/] {type(error).__name__}: {error}\n"
+        console.print(f"[bold red]run failed:[/] {type(error).__name__}: {escape(str(error))}\n"
                       "Set MEMBERLINK_DEBUG=1 for the traceback.")
         raise typer.Exit(1) from None
 
