@@ -15,6 +15,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 from prefect.events import emit_event
+
 from tasks.report import ReportPaths
 
 SUMMARY_KEY = "memberlink-run-summary"
@@ -34,7 +35,9 @@ def publish_run_artifacts(
         description=f"memberlink run summary, as of {run['as_of']}",
     )
     create_markdown_artifact(
-        data_quality_markdown(tables["data_quality"], tables["quarantine"], run),
+        data_quality_markdown(
+            tables["ingest_counts"], tables["data_quality"], tables["quarantine"], run
+        ),
         key=DATA_QUALITY_KEY,
         description=f"Validation results per channel, as of {run['as_of']}",
     )
@@ -109,26 +112,32 @@ def top_discrepancies(discrepancies: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def data_quality_markdown(quality: pl.DataFrame, quarantine: pl.DataFrame, run: dict) -> str:
-    """One section per channel: counts, failed expectations, sample reasons (masked)."""
+def data_quality_markdown(
+    counts: pl.DataFrame, quality: pl.DataFrame, quarantine: pl.DataFrame, run: dict
+) -> str:
+    """One section per channel: rows read/valid/quarantined, failed expectations, reasons."""
     lines = [f"# Data quality, as of {run['as_of']}", "", f"run `{run['run_id']}`", ""]
-    if quality.is_empty():
+    if counts.is_empty():
         return "\n".join([*lines, "No datasets were validated."])
-    failed = quality.filter(~pl.col("success")) if "success" in quality.columns else quality
-    for channel in quality["channel"].unique().sort():
-        lines += [f"## {channel}", "", "| dataset | expectation | severity | rows | share |",
+    failed = quality.filter(~pl.col("success")) if not quality.is_empty() else quality
+    for channel in counts["channel"].unique(maintain_order=True):
+        lines += [f"## {channel}", "", "| dataset | read | valid | quarantined |",
+                  "| --- | ---: | ---: | ---: |"]
+        for row in counts.filter(pl.col("channel") == channel).iter_rows(named=True):
+            lines.append(f"| {row['dataset']} | {row['rows_read']:,} | {row['rows_valid']:,} "
+                         f"| {row['rows_quarantined']:,} |")
+        rows = failed.filter(pl.col("channel") == channel) if not failed.is_empty() else failed
+        lines += ["", "| dataset | failed expectation | severity | rows | share |",
                   "| --- | --- | --- | ---: | ---: |"]
-        rows = failed.filter(pl.col("channel") == channel)
-        for row in rows.iter_rows(named=True):
-            lines.append(
-                f"| {row['dataset']} | {row['expectation']} | {row['severity']} | "
-                f"{row['unexpected_count']:,} | {row['unexpected_percent']:.2f}% |"
-            )
-        if rows.is_empty():
-            lines.append("| all | every expectation passed | | 0 | 0% |")
+        lines += [
+            f"| {r['dataset']} | {r['expectation']} | {r['severity']} | "
+            f"{r['unexpected_count']:,} | {r['unexpected_percent']:.2f}% |"
+            for r in rows.iter_rows(named=True)
+        ] or ["| all | every expectation passed | | 0 | 0% |"]
         reasons = (
             quarantine.filter(pl.col("channel") == channel)
-            .group_by("dataset", "reasons").len().sort("len", descending=True).head(5)
+            .with_columns(pl.col("reasons").str.replace_all(r" \(first at row \d+\)", ""))
+            .group_by("dataset", "reasons").len().sort("len", "reasons", descending=True).head(5)
         )
         if not reasons.is_empty():
             lines += ["", "Quarantined rows, most common reasons:", ""]
