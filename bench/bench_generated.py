@@ -120,6 +120,7 @@ class Generated:
     source: str
     demo_ceiling: dict | None = None  # tasks.demo_data.linkable_pairs_ceiling, when from the demo
     truth_dir: Path | None = None  # the demo's truth/ folder (phenomena.parquet, ...)
+    refused_keys: pl.DataFrame | None = None  # record_idx, key_type refused as hub/blocked
 
 
 def synthetic_members(people: int, seed: int = 7) -> tuple[pl.DataFrame, np.ndarray]:
@@ -316,6 +317,23 @@ def simple_deterministic(members: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def simple_refused_keys(members: pl.DataFrame) -> pl.DataFrame:
+    """(record_idx, key_type) of the values `simple_deterministic` skips (hubs)."""
+    frames = [
+        members.select("record_idx", col)
+        .drop_nulls()
+        .filter(pl.len().over(col) > 4)
+        .select("record_idx", pl.lit(rule).alias("key_type"))
+        for rule, col in (
+            ("phone", "phone_sha256"),
+            ("unionid", "unionid"),
+            ("email", "email"),
+            ("id_card", "id_card"),
+        )
+    ]
+    return pl.concat(frames).cast({"record_idx": pl.UInt32})
+
+
 def generated(people: int, seed: int, builtin: bool = False) -> Generated:
     try:
         if builtin:
@@ -326,7 +344,11 @@ def generated(people: int, seed: int, builtin: bool = False) -> Generated:
     except ImportError:
         members, truth = synthetic_members(people, seed)
         return Generated(
-            members, pl.Series(truth), simple_deterministic(members), "built-in generator"
+            members,
+            pl.Series(truth),
+            simple_deterministic(members),
+            "built-in generator",
+            refused_keys=simple_refused_keys(members),
         )
     return _from_demo(people, seed)
 
@@ -382,6 +404,7 @@ def _from_demo(people: int, seed: int) -> Generated:
         f"tasks.demo_data ({out})",
         ceiling,
         Path(manifest.truth["persons"]).parent,
+        det.refused_keys,
     )
 
 
@@ -418,8 +441,10 @@ def evaluate(name: str, labels: np.ndarray, truth: np.ndarray, seconds: float) -
 def recall_ceiling(data: Generated, settings: LinkSettings) -> float:
     """Pairwise recall if every true pair with real evidence were linked, and nothing else."""
     truth = data.truth.to_numpy()
-    records = cmp.member_keys(data.members)
-    pairs, _ = link.candidate_pairs(records, link.MEMBER_BLOCKING_RULES, settings.max_block_size)
+    keys = cmp.member_keys(data.members)
+    pairs, _ = link.candidate_pairs(keys, link.MEMBER_BLOCKING_RULES, settings.max_block_size)
+    # A refused identifier (hub, blocked value) is no evidence, as in the linkage.
+    records = link.without_refused_keys(keys, data.refused_keys)
     vectors = link.comparison_vectors(records, pairs, cmp.MEMBER_COMPARISONS)
     strong = pl.any_horizontal(
         (pl.col(c.field) > 0) & (pl.col(c.field) < len(c.levels) - 1)
@@ -441,10 +466,17 @@ def recall_ceiling(data: Generated, settings: LinkSettings) -> float:
 
 
 def run_ours(
-    data: Generated, settings: LinkSettings
+    data: Generated, settings: LinkSettings, *, blank_refused: bool = True
 ) -> tuple[np.ndarray, link.ProbabilisticLinks, float]:
+    """Our linkage after the deterministic edges; `blank_refused=False` compares refused
+    identifiers (hubs, blocked values) as values, as before they were read as missing."""
     start = time.perf_counter()
-    result = link.probabilistic_links(data.members, data.det_edges, settings)
+    result = link.probabilistic_links(
+        data.members,
+        data.det_edges,
+        settings,
+        refused_keys=data.refused_keys if blank_refused else None,
+    )
     seconds = time.perf_counter() - start
     edges = pl.concat(
         [
@@ -560,6 +592,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--builtin", action="store_true", help="use the built-in generator")
     parser.add_argument(
+        "--keep-refused",
+        action="store_true",
+        help="compare hub and blocked identifiers as values (the behaviour before they were "
+        "read as missing), for an A/B",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="false merges by phenomenon and rule, missed pairs by phenomenon (demo data only)",
@@ -574,7 +612,7 @@ def main() -> None:
     )
     truth = data.truth.to_numpy()
     det_labels = component_labels(data.members.height, data.det_edges)
-    labels, result, seconds = run_ours(data, settings)
+    labels, result, seconds = run_ours(data, settings, blank_refused=not args.keep_refused)
     rows = [
         evaluate("deterministic only", det_labels, truth, 0.0),
         evaluate("deterministic + memberlink linkage", labels, truth, seconds),

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_generated import evaluate, generated, print_table, run_ours
 
 from tasks import comparisons as cmp
+from tasks import link
 from tasks.graph import component_labels
 from tasks.settings import LinkSettings
 
@@ -128,8 +129,10 @@ def splink_settings() -> dict:
             ],
         },
     ]
+    # Blocking sees identifiers as given (block_* columns), comparisons see refused ones
+    # (hubs, blocked values) blanked: the same split as tasks/link.py.
     blocking = [
-        "l.phone_sha256 = r.phone_sha256",
+        "l.block_phone_sha256 = r.block_phone_sha256",
         "l.phone_head = r.phone_head",
         "l.phone_tail = r.phone_tail",
         "l.surname_key = r.surname_key AND l.birth_ymd = r.birth_ymd",
@@ -137,7 +140,7 @@ def splink_settings() -> dict:
         "l.name_key = r.name_key AND substr(l.birth_ymd, 1, 4) = substr(r.birth_ymd, 1, 4)",
         "l.name_key_sorted = r.name_key_sorted AND l.birth_ymd = r.birth_ymd",
         "l.birth_ymd = r.birth_ymd AND l.city = r.city",
-        "l.email_local = r.email_local",
+        "l.block_email_local = r.block_email_local",
     ]
     return {
         "link_type": "dedupe_only",
@@ -150,12 +153,24 @@ def splink_settings() -> dict:
 
 
 def run_splink(
-    members: pl.DataFrame, det_edges: pl.DataFrame, threshold: float
+    members: pl.DataFrame,
+    det_edges: pl.DataFrame,
+    threshold: float,
+    refused_keys: pl.DataFrame | None = None,
 ) -> tuple[np.ndarray, float]:
+    """Splink after the same deterministic edges; identifiers deterministic matching
+    refused (`refused_keys`) compare as missing, as in our linkage."""
     from splink import Linker
     from splink.internals.duckdb.database_api import DuckDBAPI
 
-    records = cmp.member_keys(members).select(
+    given = cmp.member_keys(members)
+    blanked = link.without_refused_keys(given, refused_keys)
+    records = blanked.with_columns(
+        given["phone_sha256"].alias("block_phone_sha256"),
+        given["phone"].str.slice(0, 6).alias("phone_head"),
+        given["phone"].str.slice(6).alias("phone_tail"),
+        given["email_local"].alias("block_email_local"),
+    ).select(
         pl.col("record_idx").cast(pl.Int64),
         "name",
         "name_kind",
@@ -172,8 +187,10 @@ def run_splink(
         "gender",
         "id_card",
         "unionid",
-        pl.col("phone").str.slice(0, 6).alias("phone_head"),
-        pl.col("phone").str.slice(6).alias("phone_tail"),
+        "block_phone_sha256",
+        "phone_head",
+        "phone_tail",
+        "block_email_local",
     )
     start = time.perf_counter()
     db_api = DuckDBAPI()
@@ -185,7 +202,7 @@ def run_splink(
     )
     linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=1)
     for rule in (
-        "l.phone_sha256 = r.phone_sha256",
+        "l.block_phone_sha256 = r.block_phone_sha256",
         "l.surname_key = r.surname_key AND l.birth_ymd = r.birth_ymd",
         "l.city = r.city AND l.gender = r.gender",
     ):
@@ -211,13 +228,24 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--builtin", action="store_true", help="use the built-in generator")
+    parser.add_argument(
+        "--keep-refused",
+        action="store_true",
+        help="both linkers compare hub and blocked identifiers as values (the old behaviour)",
+    )
     args = parser.parse_args()
     settings = LinkSettings()
     data = generated(args.people, args.seed, args.builtin)
     truth = data.truth.to_numpy()
     print(f"{data.members.height:,} records of {args.people:,} people ({data.source})")
-    ours, _, our_seconds = run_ours(data, settings)
-    theirs, their_seconds = run_splink(data.members, data.det_edges, settings.match_threshold)
+    blank = not args.keep_refused
+    ours, _, our_seconds = run_ours(data, settings, blank_refused=blank)
+    theirs, their_seconds = run_splink(
+        data.members,
+        data.det_edges,
+        settings.match_threshold,
+        data.refused_keys if blank else None,
+    )
     print_table(
         [
             evaluate(

@@ -133,14 +133,16 @@ def link_probabilistic(
     members: pl.DataFrame, deterministic: match.DeterministicLinks, config: RunConfig,
     decisions: pl.DataFrame | None, store: Warehouse, full_refresh: bool,
 ) -> link.ProbabilisticLinks:
-    """Fellegi-Sunter linkage; the model fitted by an earlier run is reused unless retrained."""
+    """Fellegi-Sunter linkage; the model fitted by an earlier run is reused unless retrained.
+    Identifiers deterministic matching refused (hubs, blocked values) compare as missing."""
     retrain = full_refresh or config.linkage.retrain
     previous = None if retrain else link.model_from_frame(
         store.read_table("linkage_model"), comparisons.MEMBER_COMPARISONS
     )
     with stage("link") as record:
         links = link.probabilistic_links(
-            members, deterministic.edges, config.linkage, decisions, previous_model=previous
+            members, deterministic.edges, config.linkage, decisions, previous_model=previous,
+            refused_keys=deterministic.refused_keys,
         )
         record.counts["links"] = links.edges.height
         record.counts["to_review"] = links.review_queue.height

@@ -64,6 +64,8 @@ HUB_SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.Utf8(),
 }
 
+REFUSED_SCHEMA: dict[str, pl.DataType] = {"record_idx": pl.UInt32(), "key_type": pl.Utf8()}
+
 _VALUE = ["key_type", "value"]
 _SIGNATURE = ["key_type", "value", "name_sound", "birth_key"]
 _HEX64 = r"^[0-9a-f]{64}$"
@@ -75,11 +77,20 @@ class DeterministicLinks:
 
     `guarded` counts (record, value) memberships the guards kept from linking,
     by guard, so a run report can show how much each guard held back.
+
+    `refused_keys` (record_idx, key_type) names every record whose identifier of
+    that rule was refused outright, as a blocked value or a hub: a store's phone
+    or a test number says nothing about its holder, so probabilistic linkage
+    reads it as missing rather than as a disagreement. It holds no value (not
+    even a token), so passing it on cannot leak one; it is not published.
     """
 
     edges: pl.DataFrame
     hub_values: pl.DataFrame
     guarded: dict[str, int] = field(default_factory=dict)
+    refused_keys: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=REFUSED_SCHEMA), repr=False
+    )
 
 
 def deterministic_links(members: pl.DataFrame, settings: MatchSettings) -> DeterministicLinks:
@@ -112,7 +123,15 @@ def deterministic_links(members: pl.DataFrame, settings: MatchSettings) -> Deter
         "ambiguous_unlinked": people.n_ambiguous_unlinked,
         "id_card_conflict_cut": n_cut,
     }
-    return DeterministicLinks(edges=edges, hub_values=hub_values, guarded=guarded)
+    refused_keys = (
+        pl.concat([blocked.select("record_idx", "key_type"), hubs.select("record_idx", "key_type")])
+        .unique()
+        .sort("record_idx", "key_type")
+        .cast(REFUSED_SCHEMA)
+    )
+    return DeterministicLinks(
+        edges=edges, hub_values=hub_values, guarded=guarded, refused_keys=refused_keys
+    )
 
 
 def _check_rules(rules: tuple[str, ...]) -> None:

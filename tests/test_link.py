@@ -14,9 +14,10 @@ import pytest
 from tasks import comparisons as cmp
 from tasks import link
 from tasks.graph import component_labels
+from tasks.match import deterministic_links
 from tasks.privacy import sha256_hex
 from tasks.schema import MEMBER_SCHEMA
-from tasks.settings import LinkSettings
+from tasks.settings import LinkSettings, MatchSettings
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_generated.py"
 
@@ -286,6 +287,164 @@ def test_conflicting_id_cards_are_never_linked(synthetic):
         ).height
         == 0
     )
+
+
+# ------------------------------------------------- refused identifiers (hubs)
+
+STORE_PHONE = "13700001111"
+
+
+def _store_phone_rows() -> list[dict]:
+    """Eight walk-in customers a clerk gave the store's phone (a hub), and on it:
+    y1/y2 one person (same name and birth date, nothing else shared), x-store/x-own
+    one person whose own number another channel holds, w1/w2 two different 王伟."""
+    walk_ins = [
+        {
+            "channel": "pos",
+            "member_id": f"walk-in-{i}",
+            "name": name,
+            "name_kind": "hanzi",
+            "surname": name[0],
+            "birth_date": date(1960 + 3 * i, 1 + i, 2 + i),
+            "gender": "MF"[i % 2],
+            "city": "杭州",
+            "phone": STORE_PHONE,
+        }
+        for i, name in enumerate(["赵敏", "钱多多", "孙悦", "周星", "吴刚", "郑爽", "冯巩", "陈红"])
+    ]
+    ouyang = {
+        "name": "欧阳修远",
+        "name_kind": "hanzi",
+        "surname": "欧阳",
+        "birth_date": date(1949, 12, 31),
+        "gender": "M",
+        "city": "杭州",
+    }
+    shangguan = {
+        "name": "上官婉儿",
+        "name_kind": "hanzi",
+        "surname": "上官",
+        "birth_date": date(1988, 6, 6),
+    }
+    wang = {"name": "王伟", "name_kind": "hanzi", "surname": "王", "gender": "M", "city": "杭州"}
+    return [
+        *walk_ins,
+        {**shangguan, "channel": "pos", "member_id": "y1", "phone": STORE_PHONE},
+        {**shangguan, "channel": "crm", "member_id": "y2", "phone": STORE_PHONE},
+        {**ouyang, "channel": "pos", "member_id": "x-store", "phone": STORE_PHONE},
+        {**ouyang, "channel": "app", "member_id": "x-own", "phone": "13912345678"},
+        {
+            **wang,
+            "channel": "pos",
+            "member_id": "w1",
+            "phone": STORE_PHONE,
+            "birth_date": date(1970, 3, 3),
+        },
+        {**wang, "channel": "app", "member_id": "w2", "phone": STORE_PHONE},
+    ]
+
+
+@pytest.fixture(scope="module")
+def store_phone_members(synthetic):
+    """The synthetic background plus `_store_phone_rows`, through real deterministic matching."""
+    members, _, _ = synthetic
+    extra = members_frame(_store_phone_rows()).drop("record_idx")
+    combined = (
+        pl.concat([members.drop("record_idx"), extra])
+        .sort("channel", "member_id")
+        .with_row_index("record_idx")
+        .with_columns(pl.col("record_idx").cast(pl.UInt32))
+    )
+    return combined, deterministic_links(combined, MatchSettings())
+
+
+def _pair(members: pl.DataFrame, a: str, b: str) -> tuple[int, int]:
+    idx = members.filter(pl.col("member_id").is_in([a, b]))["record_idx"].sort()
+    assert idx.len() == 2
+    return idx[0], idx[1]
+
+
+def _linked(edges: pl.DataFrame, pair: tuple[int, int]) -> pl.DataFrame:
+    return edges.filter((pl.col("left") == pair[0]) & (pl.col("right") == pair[1]))
+
+
+def _queued(queue: pl.DataFrame, a: str, b: str) -> pl.DataFrame:
+    return queue.filter(
+        pl.col("left_member_id").is_in([a, b]) & pl.col("right_member_id").is_in([a, b])
+    )
+
+
+def test_store_phone_is_refused_deterministically_and_read_as_missing(store_phone_members):
+    members, det = store_phone_members
+    on_store = members.filter(pl.col("phone") == STORE_PHONE)["record_idx"]
+    refused_phones = det.refused_keys.filter(pl.col("key_type") == "phone")["record_idx"]
+    assert refused_phones.sort().to_list() == on_store.sort().to_list()
+    assert det.hub_values.select("key_type", "n_records").rows() == [("phone", on_store.len())]
+
+    result = link.probabilistic_links(
+        members, det.edges, LinkSettings(), refused_keys=det.refused_keys
+    )
+    # one person, sharing only the store's phone: name + birth date link them
+    same = _linked(result.edges, _pair(members, "y1", "y2"))
+    assert same["rule"].to_list() == ["probabilistic"]
+    assert same["weights"].str.json_decode()[0]["phone"] == 0.0  # no evidence either way
+    # the store's phone against the person's own number: missing, not a disagreement
+    own = _linked(result.edges, _pair(members, "x-store", "x-own"))
+    assert own.height == 1 and own["weights"].str.json_decode()[0]["phone"] == 0.0
+    # two people on the store's phone: not linked, not even worth a reviewer's look
+    assert _linked(result.edges, _pair(members, "w1", "w2")).is_empty()
+    assert _queued(result.review_queue, "w1", "w2").is_empty()
+    walk_ins = members.filter(pl.col("member_id").str.starts_with("walk-in"))["record_idx"]
+    touching = result.edges.filter(
+        pl.col("left").is_in(walk_ins.implode()) | pl.col("right").is_in(walk_ins.implode())
+    )
+    assert touching.is_empty()
+
+
+def test_store_phone_compared_as_a_value_would_queue_two_strangers(store_phone_members):
+    """The behaviour before refused identifiers were blanked: the shared hub reads as a
+    phone agreement and lifts two different 王伟 into the review queue."""
+    members, det = store_phone_members
+    result = link.probabilistic_links(members, det.edges, LinkSettings())
+    queued = _queued(result.review_queue, "w1", "w2")
+    assert queued["phone_level"].to_list() == ["exact"]
+
+
+def test_refused_phone_costs_no_disagreement_weight(store_phone_members):
+    """With one fixed model, a refused phone moves the pair from the phone's 'else' level
+    to its null level: the match weight rises by exactly -weight(else), which lifts a
+    name + birth date match over the threshold that the disagreement kept it under."""
+    members, det = store_phone_members
+    records = cmp.member_keys(members)
+    pair = pl.DataFrame(
+        [_pair(members, "x-store", "x-own")], schema=["left", "right"], orient="row"
+    ).cast(pl.UInt32)
+    levels = link.comparison_vectors(records, pair, cmp.MEMBER_COMPARISONS)
+    priors = link.fit_model(levels.head(0), cmp.MEMBER_COMPARISONS)
+    weights = priors.weight_table(cmp.MEMBER_COMPARISONS)
+    phone_else = weights["phone"][cmp.PHONE.code("else")]
+    assert phone_else < 0
+    # the rest of the pair's evidence, then a prior that leaves it half the phone's
+    # disagreement above the 0.95 threshold (log2 19 = 4.25 bits)
+    evidence = sum(
+        weights[c.field][levels[c.field][0]] for c in cmp.MEMBER_COMPARISONS if c.field != "phone"
+    )
+    odds = 2.0 ** (np.log2(19) - phone_else / 2 - evidence)
+    settings = LinkSettings(tf_adjustment=False)
+
+    def scored(refused: pl.DataFrame | None) -> link.ProbabilisticLinks:
+        model = link.LinkModel(priors.levels, odds / (1 + odds), "test")
+        return link.probabilistic_links(
+            members, det.edges, settings, previous_model=model, refused_keys=refused
+        )
+
+    blanked = scored(det.refused_keys)
+    compared = scored(None)
+    assert _linked(blanked.edges, pair.row(0)).height == 1
+    assert _linked(compared.edges, pair.row(0)).is_empty()
+    queued = _queued(compared.review_queue, "x-store", "x-own")
+    assert queued["phone_level"].to_list() == ["else"]
+    assert queued["left_refused"].to_list() == [None] and queued["right_refused"].is_null().all()
 
 
 # -------------------------------------------------------------- decisions

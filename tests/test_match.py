@@ -613,3 +613,52 @@ def test_a_value_on_more_records_than_anyone_holds_is_a_hub() -> None:
     assert links.edges.is_empty()
     assert links.hub_values.select("n_records", "reason").rows() == [(12, "hub: 12 records")]
     assert deterministic_links(members, MatchSettings()).edges.height == 11
+
+
+def test_refused_keys_name_hub_and_blocked_records_and_hold_no_value() -> None:
+    """Linkage reads refused identifiers as missing, so it needs to know which records'
+    identifiers were refused, per rule, and nothing of the values themselves."""
+    store, test_number, family = "13700001111", "13800138000", "13600002222"
+    rows = [
+        {
+            "channel": "pos",
+            "member_id": f"s{i}",
+            "phone": store,
+            "name": name,
+            "birth_date": dt.date(1970 + i, 1 + i, 1 + i),
+            "email": "shop@brand.cn",
+        }
+        for i, name in enumerate(["赵敏", "钱多多", "孙悦", "周星", "吴刚", "郑爽"])
+    ]
+    rows += [
+        {"channel": "app", "member_id": "t1", "phone": test_number, "name": "张三"},
+        {
+            "channel": "pos",
+            "member_id": "f1",
+            "phone": family,
+            "name": "王建国",
+            "birth_date": dt.date(1975, 3, 15),
+        },
+        {
+            "channel": "app",
+            "member_id": "f2",
+            "phone": family,
+            "name": "王建国",
+            "birth_date": dt.date(1975, 3, 15),
+        },
+    ]
+    members = members_frame(rows)
+    links = deterministic_links(members, MatchSettings())
+    refused = links.refused_keys
+    assert refused.schema == {"record_idx": pl.UInt32, "key_type": pl.Utf8}
+    ids = dict(zip(members["member_id"], members["record_idx"], strict=True))
+    shop = sorted(ids[f"s{i}"] for i in range(6))
+    assert refused.filter(pl.col("key_type") == "phone")["record_idx"].to_list() == sorted(
+        [*shop, ids["t1"]]
+    )
+    assert refused.filter(pl.col("key_type") == "email")["record_idx"].to_list() == shop
+    # the family's phone linked its one person: not refused
+    assert ids["f1"] not in refused["record_idx"].to_list()
+    assert links.edges.select("left", "right").rows() == [tuple(sorted((ids["f1"], ids["f2"])))]
+    assert set(links.hub_values["reason"]) == {"blocked value", "hub: 6 distinct people"}
+    assert store not in repr(links) and members["phone_sha256"][0] not in repr(links)
