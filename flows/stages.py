@@ -57,11 +57,11 @@ class ChannelDataset:
 @stage_task(task_run_name="ingest-{source.channel}-{dataset}")
 def ingest_dataset(source: SourceConfig, dataset: Dataset, docs_dir: Path) -> ChannelDataset:
     """Read, normalize and validate one dataset of one channel."""
+    if source.location(dataset) is None and source.query(dataset) is None:
+        return ChannelDataset(source.channel, dataset, None)   # not configured
     with stage("read", f"{source.channel}/{dataset}") as record:
         raw = read.read_dataset(source, dataset)
-        record.counts["rows"] = 0 if raw is None else raw.height
-    if raw is None:
-        return ChannelDataset(source.channel, dataset, None)
+        record.counts["rows"] = raw.height
     with stage("normalize", f"{source.channel}/{dataset}") as record:
         normalized = _normalize(raw, source, dataset)
         record.counts["flagged"] = int((normalized["flags"].list.len() > 0).sum())
