@@ -52,11 +52,12 @@ def unify_members(
             cleared for personal information.
     """
     run = _start_run(config)
-    cfg = load_config(config).select_channels(channels)
-    store = open_warehouse(warehouse or cfg.run.warehouse)
-    run.update(as_of=as_of or cfg.run.as_of or date.today(), warehouse=store.display_url)
-    out_dir = cfg.output_dir / run["run_id"]
+    store: Warehouse | None = None
     try:
+        cfg = load_config(config).select_channels(channels)
+        store = open_warehouse(warehouse or cfg.run.warehouse)
+        run.update(as_of=as_of or cfg.run.as_of or date.today(), warehouse=store.display_url)
+        out_dir = cfg.output_dir / run["run_id"]
         tables = _unify(cfg, store, run, out_dir, full_refresh, raw_pii or cfg.run.raw_pii)
         run.update(status="completed", finished_at=_now(), counts=json.dumps(_counts(tables)))
         stages.publish(store, tables, run)
@@ -64,7 +65,8 @@ def unify_members(
         artifacts.publish_run_artifacts(tables, run, report, out_dir)
     except Exception as error:
         run.update(status="failed", finished_at=_now(), error=str(error))
-        store.record_run(run)
+        if store is not None:   # a config or connection error has no warehouse to tell
+            store.record_run(run)
         artifacts.publish_failure(run, error)
         raise
     return {**run, "report": str(report.html), "markdown": str(report.markdown)}

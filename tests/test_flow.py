@@ -271,3 +271,15 @@ def test_postgresql_gets_the_same_tables_as_duckdb(
         left, right = left.select(columns).sort(columns), right.select(columns).sort(columns)
         assert left.height > 0 or table in {"review_queue", "hub_values"}, table
         assert left.equals(right), table
+
+
+def test_a_missing_config_fails_with_a_readable_artifact(
+    tmp_path: Path, prefect_api: None
+) -> None:
+    from tasks.errors import ConfigError
+
+    missing = tmp_path / "nowhere" / "sources.toml"
+    with pytest.raises(ConfigError, match="does not exist"):
+        unify_members(config=str(missing))
+    latest = _latest_artifact(DATA_QUALITY_KEY)
+    assert "ConfigError" in latest and "does not exist" in latest
