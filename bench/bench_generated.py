@@ -1,6 +1,6 @@
 """Identity accuracy on generated channels: normalize -> deterministic match -> linkage.
 
-    .venv/bin/python bench/bench_generated.py [--people 20000] [--seed 7]
+    .venv/bin/python bench/bench_generated.py [--people 20000] [--seed 7] [--keep]
 
 Uses `tasks.demo_data.generate_demo` + `tasks.normalize` + `tasks.match` when they
 are importable, else a built-in generator of already-normalized members and a
@@ -8,14 +8,18 @@ plain deterministic matcher (exact phone hash / unionid / email / id card).
 Reports pairwise precision, recall and F1 against the generator's truth, and the
 recall ceiling: the share of true pairs reachable through any real evidence
 (deterministic identifiers, or blocked pairs agreeing on name, birth date,
-phone, email or id card).
+phone, email or id card). The generated channels go to a temporary folder that is
+removed at the end (hundreds of MB at 20k people), unless `--keep` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -334,7 +338,34 @@ def simple_refused_keys(members: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(frames).cast({"record_idx": pl.UInt32})
 
 
-def generated(people: int, seed: int, builtin: bool = False) -> Generated:
+@contextmanager
+def bench_workdir(keep: bool = False) -> Iterator[Path]:
+    """A folder for the generated channels: removed on exit unless `keep` (then printed),
+    so repeated runs do not pile up gigabytes under /tmp."""
+    if keep:
+        path = Path(tempfile.mkdtemp(prefix="memberlink-bench-"))
+        try:
+            yield path
+        finally:
+            print(f"kept the generated channels in {path}")
+        return
+    with tempfile.TemporaryDirectory(prefix="memberlink-bench-") as tmp:
+        yield Path(tmp)
+
+
+def add_keep_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the generated channels (a memberlink-bench-* folder under the temp dir)",
+    )
+
+
+def generated(
+    people: int, seed: int, builtin: bool = False, workdir: Path | None = None
+) -> Generated:
+    """Members, truth and deterministic edges; demo channels are written under `workdir`
+    (a new temporary folder, left for the caller, when None)."""
     try:
         if builtin:
             raise ImportError("built-in generator asked for")
@@ -350,24 +381,22 @@ def generated(people: int, seed: int, builtin: bool = False) -> Generated:
             "built-in generator",
             refused_keys=simple_refused_keys(members),
         )
-    return _from_demo(people, seed)
+    return _from_demo(people, seed, workdir)
 
 
-def _from_demo(people: int, seed: int) -> Generated:
+def _from_demo(people: int, seed: int, workdir: Path | None = None) -> Generated:
     """generate_demo -> read -> normalize -> (drop rows validation would quarantine) -> match.
 
     GX validation is skipped for speed; rows the demo marks as bad (truth/bad_rows)
     are dropped instead, which is what a perfect validator would do.
     """
-    import tempfile
-
     from tasks.config import load_config
     from tasks.demo_data import generate_demo, linkable_pairs_ceiling
     from tasks.match import deterministic_links
     from tasks.normalize import normalize_members
     from tasks.read import read_dataset
 
-    out = Path(tempfile.mkdtemp(prefix="memberlink-bench-"))
+    out = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="memberlink-bench-"))
     manifest = generate_demo(out, people=people, seed=seed)
     config = load_config(manifest.config)
     frames = []
@@ -602,10 +631,17 @@ def main() -> None:
         action="store_true",
         help="false merges by phenomenon and rule, missed pairs by phenomenon (demo data only)",
     )
+    add_keep_flag(parser)
     args = parser.parse_args()
+    with bench_workdir(args.keep) as workdir:
+        report(args, workdir)
+
+
+def report(args: argparse.Namespace, workdir: Path) -> None:
+    """Generate, link and print the figures (the demo's truth files must still exist)."""
     settings = LinkSettings()
     start = time.perf_counter()
-    data = generated(args.people, args.seed, args.builtin)
+    data = generated(args.people, args.seed, args.builtin, workdir)
     print(
         f"{data.members.height:,} records of {args.people:,} people ({data.source}) "
         f"in {time.perf_counter() - start:.1f}s; {data.det_edges.height:,} deterministic edges"

@@ -1,6 +1,6 @@
 """Splink (DuckDB backend) vs memberlink's linkage on the same generated members.
 
-    .venv/bin/python bench/bench_splink.py [--people 5000] [--seed 7] [--builtin]
+    .venv/bin/python bench/bench_splink.py [--people 5000] [--seed 7] [--builtin] [--keep]
 
 Both start from the same normalized members and the same deterministic edges;
 both get the same derived keys (pinyin name key, YYYYMMDD birth date, email
@@ -25,7 +25,14 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_generated import evaluate, generated, print_table, run_ours
+from bench_generated import (
+    add_keep_flag,
+    bench_workdir,
+    evaluate,
+    generated,
+    print_table,
+    run_ours,
+)
 
 from tasks import comparisons as cmp
 from tasks import link
@@ -58,7 +65,12 @@ def splink_settings() -> dict:
                 ),
                 # Splink's TF needs a plain exact level on the TF column: the pinyin key.
                 _level("name_key_l = name_key_r", "same name (pinyin key)", tf="name_key"),
-                _level("name_key_sorted_l = name_key_sorted_r", "same syllables"),
+                # Same syllables in any order, or any reading of a multi-reading hanzi.
+                _level(
+                    "name_key_sorted_l = name_key_sorted_r OR "
+                    "list_has_any(name_sounds_l, name_sounds_r)",
+                    "same syllables or reading",
+                ),
                 _level("jaro_winkler_similarity(name_key_l, name_key_r) >= 0.9", "similar"),
                 _level(f"{masked} AND surname_key_l = surname_key_r", "surname only"),
                 _level("nickname_l = nickname_r", "same nickname"),
@@ -107,8 +119,8 @@ def splink_settings() -> dict:
         {
             "output_column_name": "city",
             "comparison_levels": [
-                _level("city_l IS NULL OR city_r IS NULL", "null", null=True),
-                _level("city_l = city_r", "exact", tf="city"),
+                _level("city_key_l IS NULL OR city_key_r IS NULL", "null", null=True),
+                _level("city_key_l = city_key_r", "exact", tf="city_key"),
                 else_,
             ],
         },
@@ -136,8 +148,13 @@ def splink_settings() -> dict:
         "l.phone_head = r.phone_head",
         "l.phone_tail = r.phone_tail",
         "l.surname_key = r.surname_key AND l.birth_ymd = r.birth_ymd",
-        "l.name_key = r.name_key AND l.city = r.city",
-        "l.name_key = r.name_key AND substr(l.birth_ymd, 1, 4) = substr(r.birth_ymd, 1, 4)",
+        # every reading of a hanzi name: Splink explodes the list, as our blocking does
+        ("l.name_sounds = r.name_sounds AND l.city = r.city", ["name_sounds"]),
+        (
+            "l.name_sounds = r.name_sounds AND "
+            "substr(l.birth_ymd, 1, 4) = substr(r.birth_ymd, 1, 4)",
+            ["name_sounds"],
+        ),
         "l.name_key_sorted = r.name_key_sorted AND l.birth_ymd = r.birth_ymd",
         "l.birth_ymd = r.birth_ymd AND l.city = r.city",
         "l.block_email_local = r.block_email_local",
@@ -146,7 +163,12 @@ def splink_settings() -> dict:
         "link_type": "dedupe_only",
         "unique_id_column_name": "record_idx",
         "comparisons": comparisons,
-        "blocking_rules_to_generate_predictions": [{"blocking_rule": b} for b in blocking],
+        "blocking_rules_to_generate_predictions": [
+            {"blocking_rule": b[0], "sql_dialect": "duckdb", "arrays_to_explode": b[1]}
+            if isinstance(b, tuple)
+            else {"blocking_rule": b}
+            for b in blocking
+        ],
         "retain_matching_columns": False,
         "retain_intermediate_calculation_columns": False,
     }
@@ -175,6 +197,7 @@ def run_splink(
         "name",
         "name_kind",
         "name_key",
+        "name_sounds",
         "name_key_sorted",
         "surname_key",
         "nickname",
@@ -184,6 +207,7 @@ def run_splink(
         "email",
         "email_local",
         "city",
+        "city_key",
         "gender",
         "id_card",
         "unionid",
@@ -204,7 +228,7 @@ def run_splink(
     for rule in (
         "l.block_phone_sha256 = r.block_phone_sha256",
         "l.surname_key = r.surname_key AND l.birth_ymd = r.birth_ymd",
-        "l.city = r.city AND l.gender = r.gender",
+        "l.city_key = r.city_key AND l.gender = r.gender",
     ):
         linker.training.estimate_parameters_using_expectation_maximisation(rule)
     predictions = linker.inference.predict(threshold_match_probability=threshold)
@@ -233,9 +257,11 @@ def main() -> None:
         action="store_true",
         help="both linkers compare hub and blocked identifiers as values (the old behaviour)",
     )
+    add_keep_flag(parser)
     args = parser.parse_args()
     settings = LinkSettings()
-    data = generated(args.people, args.seed, args.builtin)
+    with bench_workdir(args.keep) as workdir:
+        data = generated(args.people, args.seed, args.builtin, workdir)
     truth = data.truth.to_numpy()
     print(f"{data.members.height:,} records of {args.people:,} people ({data.source})")
     blank = not args.keep_refused

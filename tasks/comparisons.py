@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import islice, product
 
 import numpy as np
 import polars as pl
-from pypinyin import lazy_pinyin
+from pypinyin import Style, lazy_pinyin, pinyin
 from rapidfuzz import process
 from rapidfuzz.distance import OSA, Hamming, JaroWinkler
 
@@ -104,6 +106,16 @@ def exact_any(*columns: str) -> Condition:
         return _mask(
             pl.any_horizontal(pl.col(f"{c}_l") == pl.col(f"{c}_r") for c in columns), pairs
         )
+
+    return condition
+
+
+def shares_any(column: str) -> Condition:
+    """Two list values with an element in common (a name read any of its ways)."""
+
+    def condition(pairs: pl.DataFrame) -> np.ndarray:
+        common = pl.col(f"{column}_l").list.set_intersection(pl.col(f"{column}_r"))
+        return _mask(common.list.len() > 0, pairs)
 
     return condition
 
@@ -345,6 +357,122 @@ def pinyin_of(hanzi: pl.Series, *, surname_first: bool = True) -> pl.Series:
     )
 
 
+# Most readings of one name kept: four characters of three readings each would be 81.
+MAX_NAME_READINGS = 16
+
+
+@cache
+def _char_readings(char: str) -> tuple[str, ...]:
+    """Every toneless reading pypinyin knows for one character, most common first."""
+    return tuple(pinyin(char, style=Style.NORMAL, heteronym=True)[0])
+
+
+def readings_of(
+    hanzi: pl.Series,
+    usual: pl.Series | None = None,
+    surname: pl.Series | None = None,
+    *,
+    limit: int = MAX_NAME_READINGS,
+) -> pl.Series:
+    """Every reading of each hanzi name, letters only, the usual one first.
+
+    A character with several readings (率 lv / shuai, 乐 le / yue) is read one way by
+    pypinyin, but a person typing a homophone (韩睿帅 for 韩睿率), or spelling the name
+    in Latin, may mean another. A surname keeps its one reading (王 is wang as a
+    surname, never yu: 王娜 is not 于娜). Names repeat heavily, so the readings are
+    built once per distinct name (and each character's once) and joined back.
+
+    `usual` is `pinyin_of(hanzi)` when the caller has it already (pypinyin is the slow
+    part); `surname` the name's surname (`normalize.surname`), when known.
+    """
+    usual = pinyin_of(hanzi) if usual is None else usual
+    surname = pl.Series([None] * hanzi.len(), dtype=pl.Utf8) if surname is None else surname
+    distinct = (
+        pl.DataFrame({"hanzi": hanzi, "surname": surname, "usual": usual})
+        .drop_nulls("hanzi")
+        .unique(["hanzi", "surname"])
+    )
+    readings = []
+    for name, family, first in zip(*distinct.get_columns(), strict=True):  # per distinct name
+        fixed = len(family) if family and name.startswith(family) else 0
+        syllables = first.split(" ")
+        each = [(("".join(syllables[:fixed]),))] + [_char_readings(char) for char in name[fixed:]]
+        spelled = ("".join(r) for r in islice(product(*each), limit))
+        readings.append(list(dict.fromkeys(_letters(r) for r in [first, *spelled])))
+    table = distinct.select(
+        "hanzi", "surname", pl.Series("readings", readings, dtype=pl.List(pl.Utf8))
+    )
+    return (
+        pl.DataFrame(
+            {"hanzi": hanzi, "surname": surname}, schema={"hanzi": pl.Utf8, "surname": pl.Utf8}
+        )
+        .join(table, on=["hanzi", "surname"], how="left", maintain_order="left", nulls_equal=True)[
+            "readings"
+        ]
+        .alias(hanzi.name)
+    )
+
+
+def _letters(reading: str) -> str:
+    return "".join(c for c in reading if "a" <= c <= "z")
+
+
+@cache
+def pinyin_syllable_set() -> frozenset[str]:
+    """The toneless syllables of Mandarin (ü written v), from pypinyin's character data.
+
+    Syllables without a vowel (interjections m, n, ng, hm) are left out: in a name
+    they would only split a word wrongly. lue / nue are the written forms of lve / nve.
+    """
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    # Tone marks off in one pass over all readings (per-reading conversion took 0.4 s).
+    toneless = str.maketrans("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜü", "aaaaeeeeiiiioooouuuuvvvvv")
+    spelled = set(",".join(pinyin_dict.values()).translate(toneless).split(","))
+    return frozenset(
+        s for s in spelled | {"lue", "nue"} if s.isascii() and any(v in s for v in "aeiouv")
+    )
+
+
+def split_syllables(word: str) -> list[str]:
+    """A pinyin word as syllables (jiande -> jian de), or the word itself when it is none.
+
+    Fewest syllables first; among equals, a syllable starting with a vowel only where
+    the word starts (pinyin writes xi'an, so fangan is fan gan, not fang an).
+    """
+    syllables = pinyin_syllable_set()
+    longest = max(map(len, syllables))
+    # best[i]: (syllables, vowel-initial syllables after the first, split) of word[:i]
+    best: list[tuple[int, int, list[str]] | None] = [None] * (len(word) + 1)
+    best[0] = (0, 0, [])
+    for end in range(1, len(word) + 1):
+        for start in range(max(0, end - longest), end):
+            head, piece = best[start], word[start:end]
+            if head is None or piece not in syllables:
+                continue
+            late_vowel = int(start > 0 and piece[0] in "aoe")
+            candidate = (head[0] + 1, head[1] + late_vowel, [*head[2], piece])
+            if best[end] is None or candidate[:2] < best[end][:2]:
+                best[end] = candidate
+    return best[-1][2] if best[-1] is not None else [word]
+
+
+def pinyin_syllables(names: pl.Series) -> pl.Series:
+    """Syllables of each pinyin name, words split (`jiande jiang` -> jian de jiang).
+
+    Splitting runs once per distinct word; the words are mapped back vectorized.
+    """
+    words = names.str.to_lowercase().str.extract_all(r"[a-z]+")
+    distinct = words.explode().drop_nulls().unique()
+    split = pl.Series([" ".join(split_syllables(w)) for w in distinct.to_list()], dtype=pl.Utf8)
+    return (
+        words.list.eval(pl.element().replace(distinct, split))
+        .list.join(" ")
+        .str.split(" ")
+        .alias(names.name)
+    )
+
+
 def _squash(expr: pl.Expr) -> pl.Expr:
     return expr.str.to_lowercase().str.replace_all(r"[^a-z]", "")
 
@@ -353,9 +481,12 @@ def member_keys(members: pl.DataFrame) -> pl.DataFrame:
     """Comparison keys derived once per record, so no pair ever recomputes them.
 
     name_key:        pinyin of a real name, letters only (hanzi and pinyin records meet here)
+    name_sounds:     every reading of a hanzi name (率: lv or shuai), or a pinyin name's key
     nickname:        a nickname (name_kind other), lower case: compared, never blocked on
-    name_key_sorted: syllables sorted, for `Wei Zhang` vs 张伟
-    surname_key:     pinyin of the surname (or a pinyin name's first syllable)
+    name_key_sorted: syllables sorted, pinyin words split first, for `Wei Zhang`,
+                     `jiande jiang` vs 张伟, 蒋建德
+    surname_key:     pinyin of the surname (or a pinyin name's first word)
+    city_key:        the city's pinyin, letters only: 宁波 (a store) meets Ningbo (WeChat)
     birth_ymd:       YYYYMMDD, compared as digits
     email_local:     the part before @
     """
@@ -363,22 +494,35 @@ def member_keys(members: pl.DataFrame) -> pl.DataFrame:
     hanzi_name = members.select(
         pl.when(kind == "hanzi").then(pl.col("name")).alias("name")
     ).to_series()
+    pinyin_name = members.select(
+        pl.when(kind == "pinyin").then(pl.col("name")).alias("name")
+    ).to_series()
     surname = members["surname"]
+    name_pinyin = pinyin_of(hanzi_name)
     frame = members.with_columns(
-        pinyin_of(hanzi_name).alias("_name_pinyin"),
+        name_pinyin.alias("_name_pinyin"),
+        readings_of(hanzi_name, name_pinyin, members["surname"]).alias("_name_readings"),
+        pinyin_syllables(pinyin_name).alias("_pinyin_syllables"),
         pinyin_of(surname).alias("_surname_pinyin"),
+        pinyin_of(members["city"], surname_first=False).alias("_city_pinyin"),
+    )
+    words = (
+        pl.when(kind == "pinyin").then(pl.col("name").str.to_lowercase()).str.extract_all(r"[a-z]+")
     )
     syllables = (
         pl.when(kind == "hanzi")
-        .then(pl.col("_name_pinyin"))
+        .then(pl.col("_name_pinyin").str.extract_all(r"[a-z]+"))
         .when(kind == "pinyin")
-        .then(pl.col("name").str.to_lowercase())
-        .str.extract_all(r"[a-z]+")
+        .then(pl.col("_pinyin_syllables"))
     )
+    name_key = _squash(syllables.list.join(""))
     return frame.with_columns(
-        pl.when(kind.is_in(["hanzi", "pinyin"]))
-        .then(_squash(syllables.list.join("")))
-        .alias("name_key"),
+        pl.when(kind.is_in(["hanzi", "pinyin"])).then(name_key).alias("name_key"),
+        pl.when(kind == "hanzi")
+        .then(pl.col("_name_readings"))
+        .when(kind == "pinyin")
+        .then(pl.concat_list(name_key))
+        .alias("name_sounds"),
         pl.when(kind == "other").then(pl.col("name").str.to_lowercase()).alias("nickname"),
         pl.when(kind.is_in(["hanzi", "pinyin"]))
         .then(syllables.list.sort().list.join(""))
@@ -386,11 +530,12 @@ def member_keys(members: pl.DataFrame) -> pl.DataFrame:
         pl.when(kind.is_in(["hanzi", "masked"]))
         .then(pl.col("_surname_pinyin"))
         .when(kind == "pinyin")
-        .then(syllables.list.first())
+        .then(words.list.first())
         .alias("surname_key"),
+        _squash(pl.coalesce("_city_pinyin", "city")).alias("city_key"),
         pl.col("birth_date").dt.strftime("%Y%m%d").alias("birth_ymd"),
         pl.col("email").str.extract(r"^([^@]+)@").alias("email_local"),
-    ).drop("_name_pinyin", "_surname_pinyin")
+    ).drop("_name_pinyin", "_name_readings", "_pinyin_syllables", "_surname_pinyin", "_city_pinyin")
 
 
 # ------------------------------------------------- the memberlink comparisons
@@ -419,11 +564,26 @@ def _same_surname() -> pl.Expr:
 
 NAME = Comparison(
     "name",
-    ("name", "name_kind", "name_key", "name_key_sorted", "surname", "surname_key", "nickname"),
+    (
+        "name",
+        "name_kind",
+        "name_key",
+        "name_sounds",
+        "name_key_sorted",
+        "surname",
+        "surname_key",
+        "nickname",
+    ),
     (
         null_level("name_key", "surname_key", "nickname"),
         Level("exact", when_expr(_same_written_name()), 0.6, 0.002, tf="name_key"),
-        Level("same pinyin", exact_any("name_key", "name_key_sorted"), 0.2, 0.001, tf="name_key"),
+        Level(
+            "same pinyin",
+            any_of(exact_any("name_key", "name_key_sorted"), shares_any("name_sounds")),
+            0.2,
+            0.001,
+            tf="name_key",
+        ),
         Level("similar", jaro_winkler_at_least("name_key", 0.9), 0.06, 0.004),
         Level(
             "surname only (masked)",
@@ -442,8 +602,9 @@ NAME = Comparison(
         ),
         else_level(0.04, 0.943),
     ),
-    "hanzi exact; hanzi vs pinyin via pypinyin; Jaro-Winkler >= 0.9 on pinyin; 张** vs 张伟 "
-    "agrees on the surname only",
+    "hanzi exact; same pinyin in any order (pinyin words split into syllables) or by any "
+    "reading of a multi-reading character (率: lv, shuai); Jaro-Winkler >= 0.9 on pinyin; "
+    "张** vs 张伟 agrees on the surname only",
 )
 
 BIRTH_DATE = Comparison(
@@ -481,13 +642,13 @@ EMAIL = Comparison(
 
 CITY = Comparison(
     "city",
-    ("city",),
+    ("city_key",),
     (
-        null_level("city"),
-        Level("exact", exact("city"), 0.85, 0.05, tf="city"),
+        null_level("city_key"),
+        Level("exact", exact("city_key"), 0.85, 0.05, tf="city_key"),
         else_level(0.15, 0.95),
     ),
-    "exact, weighted by the city's frequency",
+    "same city in hanzi or pinyin (宁波 = Ningbo), weighted by the city's frequency",
 )
 
 GENDER = Comparison(

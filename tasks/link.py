@@ -70,12 +70,18 @@ MEMBER_BLOCKING_RULES: tuple[BlockingRule, ...] = (
     BlockingRule("phone_sha256", (pl.col("phone_sha256"),)),
     BlockingRule("phone one edit", (phone_one_edit_variants(),)),
     BlockingRule("surname + birth_date", (pl.col("surname_key"), pl.col("birth_ymd"))),
-    BlockingRule("name pinyin + city", (pl.col("name_key"), pl.col("city"))),
+    # Every reading of a hanzi name (韩睿率 is hanruilv or hanruishuai) meets its homophone
+    # typo (韩睿帅) and its Latin spelling; the usual reading is among them.
+    BlockingRule("name pinyin + city", (pl.col("name_sounds"), pl.col("city"))),
     BlockingRule(
-        "name pinyin + birth year", (pl.col("name_key"), pl.col("birth_ymd").str.slice(0, 4))
+        "name pinyin + birth year", (pl.col("name_sounds"), pl.col("birth_ymd").str.slice(0, 4))
     ),
-    # Pinyin written given name first (Xuan Zhang) meets 张萱 on the sorted syllables.
+    # Pinyin written given name first (Xuan Zhang, jiande jiang) meets 张萱, 蒋建德 on the
+    # sorted syllables (pinyin words split into syllables).
     BlockingRule("name syllables + birth_date", (pl.col("name_key_sorted"), pl.col("birth_ymd"))),
+    # Blocks use the city as written, comparisons its pinyin (city_key): blocking on
+    # city_key too brought ~3x the pairs and a review queue of 303 namesakes at 20k
+    # people, none the same person, for no recall (bench/README.md).
     BlockingRule("birth_date + city", (pl.col("birth_ymd"), pl.col("city"))),
     BlockingRule("email local part", (pl.col("email_local"),)),
 )

@@ -85,6 +85,62 @@ def test_western_order_pinyin_agrees_with_hanzi():
     assert levels["name"] == "same pinyin"
 
 
+def _blocked_by(rows: list[dict]) -> list[str]:
+    """The blocking rule that pairs row 0 and row 1, if any."""
+    records = cmp.member_keys(members_frame(rows))
+    pairs, _ = link.candidate_pairs(records, link.MEMBER_BLOCKING_RULES, max_block_size=50)
+    return pairs.filter((pl.col("left") == 0) & (pl.col("right") == 1))["blocked_by"].to_list()
+
+
+def test_pinyin_words_split_into_syllables():
+    assert cmp.split_syllables("jiande") == ["jian", "de"]
+    assert cmp.split_syllables("ouyangxiuyuan") == ["ou", "yang", "xiu", "yuan"]
+    # pinyin writes xi'an: a vowel-initial syllable inside a word is the worse split
+    assert cmp.split_syllables("fangan") == ["fan", "gan"]
+    assert cmp.split_syllables("coco") == ["coco"]  # not pinyin: left whole
+    assert cmp.pinyin_syllables(pl.Series(["Jiande JIANG", None])).to_list() == [
+        ["jian", "de", "jiang"],
+        None,
+    ]
+
+
+def test_given_name_first_pinyin_in_one_word_meets_hanzi():
+    """`jiande jiang` is 蒋建德 written given name first, the given name as one word:
+    neither the pinyin key nor the word order matches, the syllables do."""
+    born = {"birth_date": date(1985, 7, 9), "city": "杭州"}
+    rows = [
+        {"name": "蒋建德", "name_kind": "hanzi", "surname": "蒋", **born},
+        {"name": "jiande jiang", "name_kind": "pinyin", **born},
+    ]
+    assert levels_of(rows)["name"] == "same pinyin"
+    assert "name syllables + birth_date" in _blocked_by(rows)
+    other = [rows[0], {"name": "jianguo jiang", "name_kind": "pinyin", **born}]
+    assert levels_of(other)["name"] != "same pinyin"
+
+
+def test_multi_reading_character_agrees_by_any_reading():
+    """率 reads lv (pypinyin's choice) or shuai: 韩睿率 and its homophone typo 韩睿帅, or its
+    Latin spelling Han Ruishuai, are the same sound."""
+    city = {"city": "长沙"}
+    rows = [
+        {"name": "韩睿率", "name_kind": "hanzi", "surname": "韩", **city},
+        {"name": "韩睿帅", "name_kind": "hanzi", "surname": "韩", **city},
+    ]
+    assert cmp.readings_of(pl.Series(["韩睿率"])).to_list() == [
+        ["hanruilv", "hanruishuai", "hanruilve"]
+    ]
+    assert levels_of(rows)["name"] == "same pinyin"
+    assert "name pinyin + city" in _blocked_by(rows)
+    latin = [rows[0], {"name": "Han Ruishuai", "name_kind": "pinyin", **city}]
+    assert levels_of(latin)["name"] == "same pinyin"
+    # a surname keeps its surname reading: 王 is never read yu, so 王娜 is not 于娜
+    wang = {"name": "王娜", "name_kind": "hanzi", "surname": "王", **city}
+    assert levels_of([wang, {**wang, "name": "于娜", "surname": "于"}])["name"] != "same pinyin"
+    # a character with one reading gains nothing: 韩睿明 is another name
+    assert levels_of([rows[0], {**rows[1], "name": "韩睿明"}])["name"] != "same pinyin"
+    assert "name pinyin + city" not in _blocked_by([rows[0], {**rows[1], "name": "韩睿明"}])
+
+
 def test_masked_name_agrees_on_surname_only():
     assert (
         levels_of(
@@ -104,6 +160,12 @@ def test_masked_name_agrees_on_surname_only():
         )["name"]
         == "else"
     )
+
+
+def test_city_in_hanzi_and_pinyin_agrees():
+    assert levels_of([{"city": "宁波"}, {"city": "Ningbo"}])["city"] == "exact"
+    assert levels_of([{"city": "重庆"}, {"city": "chongqing"}])["city"] == "exact"
+    assert levels_of([{"city": "宁波"}, {"city": "Nanjing"}])["city"] == "else"
 
 
 def test_different_hanzi_names_disagree():
