@@ -101,7 +101,14 @@ def splink_settings() -> dict:
             "comparison_levels": [
                 _level("phone_sha256_l IS NULL OR phone_sha256_r IS NULL", "null", null=True),
                 _level("phone_sha256_l = phone_sha256_r", "exact"),
-                _level("damerau_levenshtein(phone_l, phone_r) <= 1", "one digit off"),
+                # a typo'd number against a hash-only record: its hash among the hashes
+                # of the raw number's one-edit variants (cmp.phone_typo_hashes)
+                _level(
+                    "damerau_levenshtein(phone_l, phone_r) <= 1 OR "
+                    "list_contains(phone_typo_sha256_l, phone_sha256_r) OR "
+                    "list_contains(phone_typo_sha256_r, phone_sha256_l)",
+                    "one digit off",
+                ),
                 else_,
             ],
         },
@@ -147,6 +154,7 @@ def splink_settings() -> dict:
         "l.block_phone_sha256 = r.block_phone_sha256",
         "l.phone_head = r.phone_head",
         "l.phone_tail = r.phone_tail",
+        ("l.block_phone_typo = r.block_phone_typo", ["block_phone_typo"]),
         "l.surname_key = r.surname_key AND l.birth_ymd = r.birth_ymd",
         # every reading of a hanzi name: Splink explodes the list, as our blocking does
         ("l.name_sounds = r.name_sounds AND l.city = r.city", ["name_sounds"]),
@@ -192,6 +200,7 @@ def run_splink(
         given["phone"].str.slice(0, 6).alias("phone_head"),
         given["phone"].str.slice(6).alias("phone_tail"),
         given["email_local"].alias("block_email_local"),
+        given.select(link.phone_typo_hash_key().alias("block_phone_typo")).to_series(),
     ).select(
         pl.col("record_idx").cast(pl.Int64),
         "name",
@@ -204,6 +213,7 @@ def run_splink(
         "birth_ymd",
         "phone",
         "phone_sha256",
+        "phone_typo_sha256",
         "email",
         "email_local",
         "city",
@@ -215,6 +225,7 @@ def run_splink(
         "phone_head",
         "phone_tail",
         "block_email_local",
+        "block_phone_typo",
     )
     start = time.perf_counter()
     db_api = DuckDBAPI()

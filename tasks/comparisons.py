@@ -25,6 +25,8 @@ from pypinyin import Style, lazy_pinyin, pinyin
 from rapidfuzz import process
 from rapidfuzz.distance import OSA, Hamming, JaroWinkler
 
+from tasks.privacy import sha256_hex
+
 # A condition says, for every candidate pair, whether the level applies.
 Condition = Callable[[pl.DataFrame], np.ndarray]
 
@@ -183,6 +185,23 @@ def digits_off(column: str, digits: int) -> Condition:
             pl.col(f"{column}_l").str.len_chars() == pl.col(f"{column}_r").str.len_chars(), pairs
         )
         return present & (_scores(pairs, column, Hamming.distance) <= digits)
+
+    return condition
+
+
+def hash_in_typos(hash_column: str, typos_column: str) -> Condition:
+    """One side's hash is among the hashes of the other side's one-edit variants: a
+    typo'd number against a channel that hands over only the hash."""
+
+    def condition(pairs: pl.DataFrame) -> np.ndarray:
+        def hit(typos: str, hashed: str) -> pl.Expr:
+            return pl.col(typos).list.contains(pl.col(hashed), nulls_equal=False)
+
+        return _mask(
+            hit(f"{typos_column}_l", f"{hash_column}_r")
+            | hit(f"{typos_column}_r", f"{hash_column}_l"),
+            pairs,
+        )
 
     return condition
 
@@ -473,6 +492,93 @@ def pinyin_syllables(names: pl.Series) -> pl.Series:
     )
 
 
+MAINLAND_MOBILE = r"^1[3-9]\d{9}$"
+# Distinct numbers expanded and hashed at a time: ~96 variants each, so ~1M hashes
+# (about 100 MB) in memory at once however many records there are.
+PHONE_TYPO_CHUNK = 10_000
+
+
+def phone_one_edit_numbers(phones: pl.Series) -> pl.DataFrame:
+    """(phone, variant): every mainland mobile one substitution or one adjacent
+    transposition away from each 11-digit number (about 96 per number)."""
+    numbers = (
+        pl.DataFrame({"phone": phones}, schema={"phone": pl.Utf8})
+        .drop_nulls()
+        .unique()
+        .filter(pl.col("phone").str.contains(MAINLAND_MOBILE))
+    )
+    phone, pos = pl.col("phone"), pl.col("pos")
+    substituted = numbers.join(
+        pl.DataFrame(
+            {
+                "pos": [p for p in range(11) for _ in range(10)],
+                "digit": [str(d) for d in range(10)] * 11,
+            }
+        ),
+        how="cross",
+    ).select(
+        "phone",
+        (phone.str.slice(0, pos) + pl.col("digit") + phone.str.slice(pos + 1)).alias("variant"),
+    )
+    transposed = numbers.join(pl.DataFrame({"pos": list(range(10))}), how="cross").select(
+        "phone",
+        (
+            phone.str.slice(0, pos)
+            + phone.str.slice(pos + 1, 1)
+            + phone.str.slice(pos, 1)
+            + phone.str.slice(pos + 2)
+        ).alias("variant"),
+    )
+    # No duplicates to drop: two substitutions differ somewhere, a transposition changes
+    # two digits, and two transpositions change different pairs.
+    return pl.concat([substituted, transposed]).filter(
+        (pl.col("variant") != phone) & pl.col("variant").str.contains(MAINLAND_MOBILE)
+    )
+
+
+def phone_typo_hashes(
+    phones: pl.Series, targets: pl.Series, *, chunk: int = PHONE_TYPO_CHUNK
+) -> pl.Series:
+    """Per number, the hashes in `targets` of the numbers one edit away from it.
+
+    A Tmall or JD record holds only the SHA-256 of its phone: a one-digit typo on
+    either side cannot be seen by comparing digits, only by hashing each raw number's
+    one-edit variants and looking them up among the hash-only records' hashes. The
+    variants are built and hashed (DuckDB, vectorized) a chunk of distinct numbers
+    at a time and only hits are kept, so memory stays flat in the number of records.
+    Null where nothing is one edit away (or `targets` is empty).
+    """
+    wanted = (
+        pl.DataFrame({"variant_sha256": targets}, schema={"variant_sha256": pl.Utf8})
+        .drop_nulls()
+        .unique()
+        .sort("variant_sha256")
+        .with_row_index("target")
+    )
+    distinct = phones.drop_nulls().unique().sort()
+    hits = [pl.DataFrame(schema={"phone": pl.Utf8, "target": pl.UInt32})]
+    if wanted.height:
+        for start in range(0, distinct.len(), chunk):  # per chunk of numbers, not per record
+            variants = phone_one_edit_numbers(distinct.slice(start, chunk))
+            hashed = variants.select(
+                "phone", sha256_hex(variants["variant"]).alias("variant_sha256")
+            )
+            # Keep the target's row number, not the hash: a string kept from `hashed`
+            # would hold on to the whole chunk's hash buffer (polars string views).
+            hits.append(hashed.join(wanted, on="variant_sha256").select("phone", "target"))
+    per_phone = (
+        pl.concat(hits)
+        .join(wanted, on="target")
+        .group_by("phone")
+        .agg(pl.col("variant_sha256").unique().sort())
+    )
+    return (
+        pl.DataFrame({"phone": phones}, schema={"phone": pl.Utf8})
+        .join(per_phone, on="phone", how="left", maintain_order="left")["variant_sha256"]
+        .alias(phones.name)
+    )
+
+
 def _squash(expr: pl.Expr) -> pl.Expr:
     return expr.str.to_lowercase().str.replace_all(r"[^a-z]", "")
 
@@ -489,6 +595,8 @@ def member_keys(members: pl.DataFrame) -> pl.DataFrame:
     city_key:        the city's pinyin, letters only: 宁波 (a store) meets Ningbo (WeChat)
     birth_ymd:       YYYYMMDD, compared as digits
     email_local:     the part before @
+    phone_typo_sha256: hashes of hash-only records' phones one digit or transposition
+                     away from this record's raw phone (`phone_typo_hashes`), else null
     """
     kind = pl.col("name_kind")
     hanzi_name = members.select(
@@ -535,6 +643,10 @@ def member_keys(members: pl.DataFrame) -> pl.DataFrame:
         _squash(pl.coalesce("_city_pinyin", "city")).alias("city_key"),
         pl.col("birth_date").dt.strftime("%Y%m%d").alias("birth_ymd"),
         pl.col("email").str.extract(r"^([^@]+)@").alias("email_local"),
+        phone_typo_hashes(
+            members["phone"],
+            members.filter(pl.col("phone").is_null())["phone_sha256"],
+        ).alias("phone_typo_sha256"),
     ).drop("_name_pinyin", "_name_readings", "_pinyin_syllables", "_surname_pinyin", "_city_pinyin")
 
 
@@ -616,16 +728,22 @@ BIRTH_DATE = Comparison(
 
 PHONE = Comparison(
     "phone",
-    ("phone", "phone_sha256"),
+    ("phone", "phone_sha256", "phone_typo_sha256"),
     (
         null_level("phone", "phone_sha256"),
         Level("exact", exact("phone_sha256"), 0.7, 0.0001, tf="phone_sha256"),
-        Level("one digit off", edits_at_most("phone", 1), 0.1, 0.00005),
+        Level(
+            "one digit off",
+            any_of(edits_at_most("phone", 1), hash_in_typos("phone_sha256", "phone_typo_sha256")),
+            0.1,
+            0.00005,
+        ),
         else_level(0.2, 0.99985),
     ),
     "exact on the SHA-256 (hashed-only channels compare only this way), weighted by how many "
     "records share the number (a family phone is weaker evidence); one substitution or "
-    "transposition on the 11 digits",
+    "transposition on the 11 digits, or against a hash-only record, its hash among the "
+    "hashes of the raw number's one-edit variants",
 )
 
 EMAIL = Comparison(

@@ -66,9 +66,21 @@ def phone_one_edit_variants(col: str = "phone") -> pl.Expr:
     ).list.unique()
 
 
+def phone_typo_hash_key() -> pl.Expr:
+    """A hash-only record's hash, or the hashes a raw number's one-edit variants hit.
+
+    `phone_typo_sha256` (`cmp.member_keys`) holds only hashes that some hash-only
+    record carries, so this block pairs a typo'd number with the Tmall/JD record of
+    the intended one (or the other way round) and nothing else of note.
+    """
+    hash_only = pl.col("phone").is_null() & pl.col("phone_sha256").is_not_null()
+    return pl.when(hash_only).then(pl.concat_list("phone_sha256")).otherwise("phone_typo_sha256")
+
+
 MEMBER_BLOCKING_RULES: tuple[BlockingRule, ...] = (
     BlockingRule("phone_sha256", (pl.col("phone_sha256"),)),
     BlockingRule("phone one edit", (phone_one_edit_variants(),)),
+    BlockingRule("phone one edit (hashed)", (phone_typo_hash_key(),)),
     BlockingRule("surname + birth_date", (pl.col("surname_key"), pl.col("birth_ymd"))),
     # Every reading of a hanzi name (韩睿率 is hanruilv or hanruishuai) meets its homophone
     # typo (韩睿帅) and its Latin spelling; the usual reading is among them.
@@ -599,7 +611,7 @@ def field_weights(
 # The record columns that carry each deterministic rule's identifier, or are derived
 # from it (`cmp.member_keys`): what a refused value blanks out.
 REFUSED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "phone": ("phone", "phone_sha256"),
+    "phone": ("phone", "phone_sha256", "phone_typo_sha256"),
     "unionid": ("unionid",),
     "email": ("email", "email_local"),
     "id_card": ("id_card",),

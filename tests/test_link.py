@@ -205,9 +205,65 @@ def test_one_digit_phone_typo_and_hash_only_records():
     assert levels_of([{"phone": "13812345678"}, {"phone": "13998765432"}])["phone"] == "else"
     hashed = sha256_hex(pl.Series(["13812345678"]))[0]
     assert levels_of([{"phone": "13812345678"}, {"phone_sha256": hashed}])["phone"] == "exact"
-    other = sha256_hex(pl.Series(["13812345679"]))[0]
-    # A hash cannot be one digit off: only exact or else.
-    assert levels_of([{"phone": "13812345678"}, {"phone_sha256": other}])["phone"] == "else"
+    far = sha256_hex(pl.Series(["13812345699"]))[0]
+    # Two digits off against a hash: nothing to see.
+    assert levels_of([{"phone": "13812345678"}, {"phone_sha256": far}])["phone"] == "else"
+
+
+def test_phone_one_edit_numbers_are_valid_mobiles_one_edit_away():
+    variants = cmp.phone_one_edit_numbers(pl.Series(["13812345678", "12345", None]))
+    assert set(variants["phone"]) == {"13812345678"}  # not a mobile, null: no variants
+    # substitutions: none at 1, six at 3 (3-9), 9 x 9 after; transpositions: 3<->8 and
+    # eight more (31... is no mobile)
+    assert variants.height == variants["variant"].n_unique() == 6 + 81 + 1 + 8
+    assert variants["variant"].str.contains(cmp.MAINLAND_MOBILE).all()
+    assert {"13812345679", "13812345768", "18312345678"} <= set(variants["variant"])
+    assert "13812345678" not in set(variants["variant"])
+
+
+@pytest.mark.parametrize("typed", ["13812345679", "13812345768", "19812345678"])
+def test_one_digit_typo_against_a_hash_only_record(typed):
+    """Tmall/JD give only the hash: the raw number's one-edit variants are hashed and
+    looked up, on either side of the pair, and a block pairs the two records."""
+    hashed = sha256_hex(pl.Series(["13812345678"]))[0]
+    rows = [{"phone": typed, "channel": "pos"}, {"phone_sha256": hashed, "channel": "tmall"}]
+    assert levels_of(rows)["phone"] == "one digit off"
+    assert levels_of(rows[::-1])["phone"] == "one digit off"
+    assert "phone one edit (hashed)" in _blocked_by(rows)
+
+
+def test_typo_hashes_only_for_hashes_a_hash_only_record_holds():
+    """A raw record's own hash is no target: raw numbers compare by digits already."""
+    records = cmp.member_keys(members_frame([{"phone": "13812345678"}, {"phone": "13812345679"}]))
+    assert records["phone_typo_sha256"].null_count() == 2
+    assert _blocked_by([{"phone": "13812345678"}, {"phone": "13812345679"}]) == ["phone one edit"]
+
+
+def test_refused_phone_blanks_its_typo_hashes():
+    hashed = sha256_hex(pl.Series(["13812345678"]))[0]
+    rows = [{"phone": "13812345679"}, {"phone_sha256": hashed, "channel": "jd"}]
+    records = cmp.member_keys(members_frame(rows))
+    assert records["phone_typo_sha256"][0].to_list() == [hashed]
+    refused = pl.DataFrame(
+        {"record_idx": [0], "key_type": ["phone"]},
+        schema={"record_idx": pl.UInt32, "key_type": pl.Utf8},
+    )
+    blanked = link.without_refused_keys(records, refused)
+    assert blanked["phone_typo_sha256"][0] is None
+    pairs = pl.DataFrame(
+        {"left": [0], "right": [1]}, schema={"left": pl.UInt32, "right": pl.UInt32}
+    )
+    vectors = link.comparison_vectors(blanked, pairs, cmp.MEMBER_COMPARISONS)
+    assert cmp.PHONE.labels[vectors["phone"][0]] == "null"
+
+
+def test_typo_hashes_are_chunked_without_changing_the_result():
+    phones = pl.Series(["13812345679", "13912345678", None, "13812345679", "15000000000"])
+    targets = sha256_hex(pl.Series(["13812345678", "13912345679"]))
+    whole = cmp.phone_typo_hashes(phones, targets)
+    assert cmp.phone_typo_hashes(phones, targets, chunk=1).equals(whole)
+    assert whole.list.len().to_list() == [2, 2, None, 2, None]  # each one edit from both
+    assert cmp.phone_typo_hashes(phones, targets.clear()).null_count() == phones.len()
 
 
 def test_id_card_and_gender_conflicts():
