@@ -885,14 +885,7 @@ def probabilistic_links(
     model = previous_model or _fit_member_model(records, pairs, training, settings)
     model.pairs_scored = vectors.height
     model.blocking = blocking
-    scored = score_pairs(
-        records,
-        vectors,
-        model,
-        comparisons,
-        tf_adjust=settings.tf_adjustment,
-        tf_floor=settings.tf_min_frequency,
-    )
+    scored = _score_member_pairs(records, vectors, model, settings)
     scored = pl.concat(
         [scored, pair_frame(records, scored, ["cluster", "cluster_id_card"])], how="horizontal"
     )
@@ -947,6 +940,19 @@ def probabilistic_links(
     )
 
 
+def _score_member_pairs(
+    records: pl.DataFrame, vectors: pl.DataFrame, model: LinkModel, settings: LinkSettings
+) -> pl.DataFrame:
+    return score_pairs(
+        records,
+        vectors,
+        model,
+        cmp.MEMBER_COMPARISONS,
+        tf_adjust=settings.tf_adjustment,
+        tf_floor=settings.tf_min_frequency,
+    )
+
+
 def _fit_member_model(
     records: pl.DataFrame, pairs: pl.DataFrame, training: pl.DataFrame, settings: LinkSettings
 ) -> LinkModel:
@@ -982,14 +988,7 @@ def _accepted_edges(
         else accepted
     )
     vectors = comparison_vectors(records, accepted, comparisons)
-    scored = score_pairs(
-        records,
-        vectors,
-        model,
-        comparisons,
-        tf_adjust=settings.tf_adjustment,
-        tf_floor=settings.tf_min_frequency,
-    )
+    scored = _score_member_pairs(records, vectors, model, settings)
     return scored.select(
         "left",
         "right",
