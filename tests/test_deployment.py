@@ -57,7 +57,6 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
-        "MEMBERLINK_HOME": str(REPO),
     }
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
