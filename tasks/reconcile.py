@@ -29,7 +29,6 @@ EARNED_TYPES: tuple[str, ...] = ("earn", "task")
 # An order credited again in another channel to an identity the linkage kept
 # apart is a double credit only within this long of its first credit (and with
 # the same points); further apart, two platforms' order numbers collided.
-UNLINKED_RECREDIT_WINDOW = timedelta(days=30)
 
 DISCREPANCY_KINDS: tuple[str, ...] = (
     "balance_mismatch",
@@ -48,8 +47,8 @@ DISCREPANCY_DESCRIPTIONS: dict[str, str] = {
     "duplicate_txn": "one txn_id exported more than once; counted once "
     "(amount: what the extra copies would add)",
     "double_credit": "one order earned points in two channels for one person: the same "
-    f"unified member, or another with the same points within {UNLINKED_RECREDIT_WINDOW.days} "
-    "days (amount: the extra credit)",
+    "unified member, or another with the same points within [reconcile] "
+    "unlinked_recredit_days (amount: the extra credit)",
     "negative_balance": "the running balance went below zero (amount: the low point)",
     "orphan_txn": "ledger rows for a member the channel does not list (amount: their points)",
     "over_redemption": "a redemption larger than the balance just before it "
@@ -139,7 +138,7 @@ def reconcile_points(
     found = [
         balance_mismatches(balances_table, settings.balance_tolerance),
         duplicate_txns(rows),
-        double_credits(ledger, accounts),
+        double_credits(ledger, accounts, timedelta(days=settings.unlinked_recredit_days)),
         negative_balances(ledger),
         orphan_txns(ledger, accounts),
         over_redemptions(ledger),
@@ -401,7 +400,9 @@ def duplicate_txns(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def double_credits(ledger: pl.DataFrame, accounts: pl.DataFrame) -> pl.DataFrame:
+def double_credits(
+    ledger: pl.DataFrame, accounts: pl.DataFrame, window: timedelta = timedelta(days=30)
+) -> pl.DataFrame:
     """One order earning points in two channels for one person.
 
     The earliest credit of an order stands. A later credit in another channel is
@@ -413,13 +414,15 @@ def double_credits(ledger: pl.DataFrame, accounts: pl.DataFrame) -> pl.DataFrame
     """
     credits = cross_channel_credits(ledger, accounts)
     linked = linked_recredits(credits)
-    unlinked = unlinked_recredits(credits).join(linked.select("credit"), on="credit", how="anti")
+    unlinked = unlinked_recredits(credits, window).join(
+        linked.select("credit"), on="credit", how="anti"
+    )
     found = pl.concat([linked, unlinked], how="vertical").sort("credit")
     whom = pl.when(pl.col("linked")).then(pl.lit("for the same member")).otherwise(
         pl.format(
             "for another unified member, with the same points within {} days: one person under "
             "two identities, or the order credited to someone else",
-            pl.lit(UNLINKED_RECREDIT_WINDOW.days),
+            pl.lit(window.days),
         )
     )
     return found.select(
@@ -485,11 +488,13 @@ def linked_recredits(credits: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def unlinked_recredits(credits: pl.DataFrame) -> pl.DataFrame:
+def unlinked_recredits(
+    credits: pl.DataFrame, window: timedelta = timedelta(days=30)
+) -> pl.DataFrame:
     """Later credits of an order first earned in another channel by another identity.
 
     Counted when they carry the same points as the order's first credit and came
-    within `UNLINKED_RECREDIT_WINDOW` of it: the signature of an order paid
+    within `window` of it: the signature of an order paid
     twice (a receipt shown in store, a platform order re-imported). A collision
     of two platforms' order numbers, which is why different members are not
     enough on their own, would have to land within days and on the same amount.
@@ -510,7 +515,7 @@ def unlinked_recredits(credits: pl.DataFrame) -> pl.DataFrame:
             pl.col("channel") != pl.col("first_channel"),
             ~same_member,
             pl.col("points") == pl.col("first_points"),
-            pl.col("txn_time") - pl.col("first_time") <= UNLINKED_RECREDIT_WINDOW,
+            pl.col("txn_time") - pl.col("first_time") <= window,
         )
         .select(_RECREDIT_COLUMNS, linked=pl.lit(False))
     )

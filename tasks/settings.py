@@ -90,6 +90,13 @@ class LinkSettings(_Strict):
 class ReconcileSettings(_Strict):
     """Points reconciliation."""
 
+    unlinked_recredit_days: int = Field(
+        30,
+        ge=0,
+        description="An order credited again in another channel to an account identity "
+        "resolution did not join is a double_credit when the points are the same and the "
+        "second credit comes within this many days of the first.",
+    )
     balance_tolerance: int = Field(
         0, ge=0, description="Absolute difference below or at which balances agree."
     )

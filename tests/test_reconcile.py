@@ -430,3 +430,13 @@ def test_running_balance_matches_a_plain_replay_of_each_account():
     balances = {(r["channel"], r["member_id"]): r["ledger_balance"]
                 for r in result.points_balances.iter_rows(named=True)}
     assert balances == {a: sum(r[4] for r in txns) for a, txns in replay.items()}
+
+
+
+@pytest.mark.parametrize(("window_days", "flagged"), [(30, True), (10, True), (9, False)])
+def test_the_unlinked_recredit_window_is_a_setting(window_days: int, flagged: bool):
+    result = run(ledger(
+        ("pos", "a1", "p2", T(2026, 1, 1, 10), 120, "earn", "O-5"),
+        ("tmall", "b1", "t2", T(2026, 1, 11, 10), 120, "earn", "O-5"),
+    ), unlinked_recredit_days=window_days)
+    assert kinds(result, "double_credit").height == int(flagged)
