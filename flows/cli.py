@@ -101,8 +101,7 @@ def _run_flow(**parameters: object) -> dict:
     from flows.unify_members import unify_members
 
     def print_stage(record: progress.StageRecord) -> None:
-        counts = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in record.counts.items())
-        console.print(f"  [cyan]{record.stage:<10}[/] {record.subject:<18} {counts} "
+        console.print(f"  [cyan]{record.stage:<10}[/] {record.subject:<18} {record.counts_text()} "
                       f"[dim]({record.seconds:.2f}s)[/]")
 
     progress.add_listener(print_stage)

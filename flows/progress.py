@@ -25,10 +25,12 @@ class StageRecord:
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
 
+    def counts_text(self) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.counts.items())
+
     def line(self) -> str:
-        counts = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.counts.items())
         where = f" {self.subject}" if self.subject else ""
-        return f"{self.stage}{where}: {counts} ({self.seconds:.2f}s)"
+        return f"{self.stage}{where}: {self.counts_text()} ({self.seconds:.2f}s)"
 
 
 _listeners: list[Callable[[StageRecord], None]] = []

@@ -142,7 +142,6 @@ def _counts(tables: dict[str, pl.DataFrame]) -> dict[str, object]:
     }
     xref = tables["member_xref"]
     counts["match_rules"] = dict(xref.group_by("match_rule").len().sort("match_rule").iter_rows())
-    counts["unified_members"] = tables["unified_members"].height
     return counts
 
 
